@@ -1,0 +1,282 @@
+"""Models by name from a recipe's ``models:`` section.
+
+Every model becomes a ``dspy.LM`` whose engine is a :class:`CachingEngine`
+around the real backend:
+
+* ``local:default`` / ``local:smoke`` / ``local:/path/model.gguf``: in-process
+  llama.cpp (see :mod:`engine.local_model`);
+* any other string: a ``dspy.LM`` model string (``openai/...``,
+  ``hosted_vllm/...``, ``ollama_chat/...``), sent by DSPy's own clients;
+* ``fake:NAME``: an engine registered in-process with
+  :func:`register_engine` (tests and benchmarks).
+
+The caching engine owns the call-level cache (DSPy's own cache is off), a
+per-model concurrency bound, and token/time accounting.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import os
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import dspy
+from dspy._vendor.lm15.serde import request_to_dict, response_from_dict, response_to_dict
+from dspy.lm15 import Response, response_to_events
+
+from .cache import Cache
+from .errors import ModelError
+from .hashing import sha256_of
+from .recipe import ModelSpec
+
+CALL_KEY_VERSION = 1
+
+_ENGINE_FACTORIES: dict[str, Callable[[ModelSpec], Any]] = {}
+_LOCAL_ENGINES: dict[tuple, Any] = {}
+_LOCAL_LOCK = threading.Lock()
+
+
+def register_engine(name: str, factory: Callable[[ModelSpec], Any]) -> None:
+    """Make ``model: fake:<name>`` build ``factory(spec)``: an object with
+    ``complete(Request) -> Response`` and ``identity() -> dict``."""
+    _ENGINE_FACTORIES[name] = factory
+
+
+def unregister_engine(name: str) -> None:
+    _ENGINE_FACTORIES.pop(name, None)
+
+
+# ----------------------------------------------------------------- accounting
+
+@dataclass
+class ModelUsage:
+    calls: int = 0
+    cached_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: "ModelUsage") -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass
+class UsageMeter:
+    """Token and call counts per model for one unit of work (a record, a
+    stage). Meters nest: every active meter in the context sees each call."""
+
+    by_model: dict[str, ModelUsage] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, model: str, usage: ModelUsage) -> None:
+        with self.lock:
+            self.by_model.setdefault(model, ModelUsage()).add(usage)
+
+    def total(self) -> ModelUsage:
+        out = ModelUsage()
+        for usage in self.by_model.values():
+            out.add(usage)
+        return out
+
+    def to_dict(self) -> dict:
+        return {m: dataclasses.asdict(u) for m, u in sorted(self.by_model.items())}
+
+
+_METERS: contextvars.ContextVar[tuple[UsageMeter, ...]] = contextvars.ContextVar("aidsafe_meters", default=())
+_SAMPLE: contextvars.ContextVar[int] = contextvars.ContextVar("aidsafe_sample", default=0)
+
+
+@contextmanager
+def metering(meter: UsageMeter):
+    """Count every LM call made inside the block into ``meter``."""
+    token = _METERS.set(_METERS.get() + (meter,))
+    try:
+        yield meter
+    finally:
+        _METERS.reset(token)
+
+
+@contextmanager
+def sample_index(index: int):
+    """Calls inside get sample index ``index``: n samples of the same prompt
+    are cached as n different answers."""
+    token = _SAMPLE.set(index)
+    try:
+        yield
+    finally:
+        _SAMPLE.reset(token)
+
+
+# ------------------------------------------------------------------- engines
+
+class CachingEngine:
+    """Wraps a backend engine: call-level cache, concurrency bound, usage."""
+
+    def __init__(self, name: str, inner: Any, identity: dict, cache: Cache, concurrency: int | None = None):
+        self.name = name
+        self.inner = inner
+        self.identity = identity
+        self.cache = cache
+        self._slots = threading.BoundedSemaphore(concurrency) if concurrency else None
+
+    def key_material(self, request) -> dict:
+        """Exactly what changes the answer: model identity (with endpoint),
+        rendered messages, sampling parameters, sample index, key version.
+        Never timeouts, retries or API keys (those are not in the request)."""
+        body = request_to_dict(request)
+        body.pop("model", None)  # the LM's name is a label; identity says what answers
+        return {"v": CALL_KEY_VERSION, "model": self.identity, "request": body, "sample": _SAMPLE.get()}
+
+    def call_key(self, request) -> str:
+        return sha256_of(self.key_material(request))
+
+    def complete(self, request) -> Response:
+        key = self.call_key(request)
+        hit = self.cache.get_call(key)
+        if hit is not None:
+            try:
+                response = response_from_dict(hit["response"])
+                self._account(response, hit.get("seconds", 0.0), cached=True)
+                return response
+            except Exception:  # an entry from an incompatible version: recompute
+                pass
+        started = time.perf_counter()
+        if self._slots is not None:
+            with self._slots:
+                response = self.inner.complete(request)
+        else:
+            response = self.inner.complete(request)
+        seconds = time.perf_counter() - started
+        self.cache.put_call(key, {"response": response_to_dict(response), "seconds": seconds})
+        self._account(response, seconds, cached=False)
+        return response
+
+    def _account(self, response: Response, seconds: float, cached: bool) -> None:
+        usage = response.usage
+        entry = ModelUsage(calls=1, cached_calls=int(cached),
+                           input_tokens=getattr(usage, "input_tokens", 0) or 0,
+                           output_tokens=getattr(usage, "output_tokens", 0) or 0,
+                           seconds=seconds)
+        for meter in _METERS.get():
+            meter.record(self.name, entry)
+
+    def stream(self, request):
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        pass
+
+
+class RemoteEngine:
+    """Any ``dspy.LM`` model string, sent through DSPy's own clients
+    (LiteLLM or lm15), with the key read from an environment variable."""
+
+    def __init__(self, spec: ModelSpec):
+        kwargs: dict[str, Any] = {}
+        if spec.api_base:
+            kwargs["api_base"] = spec.api_base
+        if spec.api_key_env:
+            key = os.environ.get(spec.api_key_env)
+            if not key:
+                raise ModelError(f"model {spec.name!r} ({spec.model}) reads its API key from ${spec.api_key_env}, "
+                                 f"which is not set; export {spec.api_key_env}=... before running")
+            kwargs["api_key"] = key
+        elif spec.api_base:
+            kwargs["api_key"] = "not-needed"  # local servers (vLLM, llama.cpp) accept any key
+        if spec.timeout:
+            kwargs["timeout"] = spec.timeout
+        self.spec = spec
+        self.lm = dspy.LM(spec.model, cache=False, num_retries=spec.num_retries if spec.num_retries is not None else 3,
+                          **kwargs)
+
+    def identity(self) -> dict:
+        return {"backend": "remote", "model": self.spec.model, "api_base": self.spec.api_base or "(provider default)"}
+
+    def complete(self, request) -> Response:
+        return self.lm(dataclasses.replace(request, model=self.lm.model))
+
+
+def _local_engine(spec: ModelSpec, cache_dir: Path):
+    from .local_model import LlamaCppEngine, resolve_local
+
+    ref = spec.model.split(":", 1)[1]
+    model = resolve_local(ref, cache_dir)
+    key = (str(model.path), spec.context or 4096, spec.threads, spec.repeat_penalty or 1.1)
+    with _LOCAL_LOCK:
+        # One loaded copy per process, shared by every role that names it.
+        if key not in _LOCAL_ENGINES:
+            _LOCAL_ENGINES[key] = LlamaCppEngine(model, n_threads=spec.threads, n_ctx=spec.context or 4096,
+                                                 repeat_penalty=spec.repeat_penalty or 1.1)
+        return _LOCAL_ENGINES[key]
+
+
+def backend_for(spec: ModelSpec, cache_dir: Path) -> Any:
+    """The uncached engine a model spec names."""
+    if spec.model.startswith("local:"):
+        return _local_engine(spec, cache_dir)
+    if spec.model.startswith("fake:"):
+        name = spec.model.split(":", 1)[1]
+        if name not in _ENGINE_FACTORIES:
+            raise ModelError(f"model {spec.name!r}: no in-process engine named {name!r} is registered "
+                             "(fake:NAME models exist only in tests and benchmarks)")
+        return _ENGINE_FACTORIES[name](spec)
+    return RemoteEngine(spec)
+
+
+def model_identity(spec: ModelSpec, backend: Any) -> dict:
+    identity = backend.identity() if hasattr(backend, "identity") else {"model": spec.model}
+    return dict(identity)
+
+
+@dataclass
+class ModelHandle:
+    """A built model: its spec, the ``dspy.LM`` agents use, and its identity."""
+
+    spec: ModelSpec
+    lm: dspy.LM
+    engine: CachingEngine
+
+    @property
+    def identity(self) -> dict:
+        return self.engine.identity
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """``ROLE=MODEL`` from ``--model``."""
+    if "=" not in text:
+        raise ModelError(f"--model {text!r}: expected NAME=MODEL, e.g. --model default=local:smoke")
+    name, model = text.split("=", 1)
+    return name.strip(), model.strip()
+
+
+def build_models(specs: dict[str, ModelSpec], cache: Cache, overrides: dict[str, str] | None = None) -> dict[str, ModelHandle]:
+    """Build every model in ``specs`` (``overrides`` replaces model strings)."""
+    handles = {}
+    overrides = dict(overrides or {})
+    unknown = [n for n in overrides if n not in specs]
+    if unknown:
+        from .registry import suggest
+
+        raise ModelError(f"--model names {unknown[0]!r}, which is not in the recipe's models"
+                         f"{suggest(unknown[0], list(specs))}; models: {', '.join(specs)}")
+    for name, spec in specs.items():
+        if name in overrides:
+            spec = dataclasses.replace(spec, model=overrides[name])
+        backend = backend_for(spec, cache.directory)
+        identity = model_identity(spec, backend)
+        engine = CachingEngine(name, backend, identity, cache, concurrency=spec.concurrency)
+        params = {k: v for k, v in spec.params.items() if k in ("temperature", "top_p", "max_tokens", "seed")}
+        lm = dspy.LM(f"aidsafe/{name}", engine=engine, cache=False, num_retries=0, **params)
+        handles[name] = ModelHandle(spec=spec, lm=lm, engine=engine)
+    return handles

@@ -1,0 +1,386 @@
+"""Recipes: YAML -> dict (with ``extends`` resolved) -> JSON Schema -> checks
+that need the registries -> typed specs.
+
+This is the only load path. Every problem found is reported at once, each
+with ``file:line json.path: what was expected, what was found, the fix``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .errors import RecipeError, UserError
+from .hashing import sha256_of
+from .registry import suggest
+from .schema import schema_problems
+from .yamlio import Located, PathKey, format_path, load_yaml_file
+
+FIELD_TYPES = ("str", "list[str]", "bool", "int", "float", "dict")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One input or output field of an agent's signature."""
+
+    name: str
+    type: str = "str"
+    desc: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model from the recipe's ``models:`` section."""
+
+    name: str
+    model: str
+    api_base: str | None = None
+    api_key_env: str | None = None
+    params: dict = field(default_factory=dict)  # temperature, top_p, max_tokens, seed
+    concurrency: int | None = None
+    num_retries: int | None = None
+    timeout: float | None = None
+    threads: int | None = None
+    context: int | None = None
+    repeat_penalty: float | None = None
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict) -> "ModelSpec":
+        params = {k: data[k] for k in ("temperature", "top_p", "max_tokens", "seed") if k in data}
+        return cls(name=name, model=data["model"], api_base=data.get("api_base"), api_key_env=data.get("api_key_env"),
+                   params=params, concurrency=data.get("concurrency"), num_retries=data.get("num_retries"),
+                   timeout=data.get("timeout"), threads=data.get("threads"), context=data.get("context"),
+                   repeat_penalty=data.get("repeat_penalty"))
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """An agent role: instructions, model, and the fields it reads and writes."""
+
+    name: str
+    instructions: str
+    model: str
+    inputs: tuple[str, ...] | None
+    outputs: dict  # name -> FieldSpec (descriptions/extra fields declared in YAML)
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One pipeline stage as declared (after ``extends``)."""
+
+    id: str
+    kind: str
+    agent: str | None
+    agents: tuple[str, ...]
+    raw: dict
+    index: int
+
+    @property
+    def stop(self) -> dict:
+        return self.raw.get("stop", {})
+
+    @property
+    def filters(self) -> dict:
+        """``{"before": [...], "after": [...]}`` whatever form the YAML used."""
+        value = self.raw.get("filters")
+        if value is None:
+            return {"before": [], "after": []}
+        if isinstance(value, list):
+            return {"before": [], "after": value}
+        return {"before": value.get("before", []), "after": value.get("after", [])}
+
+    def agent_names(self) -> list[str]:
+        return ([self.agent] if self.agent else []) + list(self.agents)
+
+
+@dataclass
+class Recipe:
+    """A loaded, validated recipe."""
+
+    name: str
+    path: Path
+    data: dict  # resolved (after extends)
+    located: Located
+    chain: list[str]
+    models: dict[str, ModelSpec]
+    agents: dict[str, AgentSpec]
+    stages: list[StageSpec]
+    policy_ref: str
+    policy_include: list[str] | None
+    input_field: str
+    id_field: str | None
+    keep_fields: list[str]
+    adapter: str
+    max_parse_retries: int
+    prompts: str | None
+    output: dict
+
+    @property
+    def hash(self) -> str:
+        return sha256_of(self.data)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def load_policies(self):
+        from .policies import load_policy_set
+
+        return load_policy_set(self.policy_ref, self.base_dir, self.policy_include)
+
+    def stage(self, stage_id: str) -> StageSpec:
+        for spec in self.stages:
+            if spec.id == stage_id:
+                return spec
+        raise UserError(f"no stage {stage_id!r} in recipe {self.name}{suggest(stage_id, [s.id for s in self.stages])}")
+
+
+# ---------------------------------------------------------------- extends
+
+def _merge(parent: Any, child: Any, path: PathKey, lines: dict, child_lines: dict) -> Any:
+    """Deep-merge ``child`` over ``parent``; ``None`` in the child deletes."""
+    if isinstance(parent, dict) and isinstance(child, dict):
+        out = dict(parent)
+        for key, value in child.items():
+            if value is None:
+                out.pop(key, None)
+            elif key in out:
+                out[key] = _merge(out[key], value, path + (key,), lines, child_lines)
+            else:
+                out[key] = value
+        return out
+    return child
+
+
+def _patch_stages(parent_stages: list, patch: dict, child: Located, merged_lines: dict, problems: list) -> list:
+    """Apply ``stages: {id: partial|null}`` from a child recipe to its parent's list."""
+    stages = [copy.deepcopy(s) for s in parent_stages]
+    ids = [s.get("id") for s in stages if isinstance(s, dict)]
+    for stage_id, partial in patch.items():
+        if stage_id not in ids:
+            file, line = child.where(("stages", stage_id))
+            problems.append(f"{file}:{line} stages.{stage_id}: the parent recipe has no stage {stage_id!r}"
+                            f"{suggest(stage_id, ids)}; patch one of {', '.join(map(str, ids))}, "
+                            "or give `stages:` as a full list to replace them all")
+            continue
+        index = ids.index(stage_id)
+        if partial is None:
+            stages[index] = None
+            continue
+        if not isinstance(partial, dict):
+            file, line = child.where(("stages", stage_id))
+            problems.append(f"{file}:{line} stages.{stage_id}: expected a mapping of stage keys to override, "
+                            f"found {type(partial).__name__}")
+            continue
+        stages[index] = _merge(stages[index], partial, ("stages", index), merged_lines, {})
+        for key_path, where in child.lines.items():
+            if key_path[:2] == ("stages", stage_id):
+                merged_lines[("stages", index) + key_path[2:]] = where
+    kept = [s for s in stages if s is not None]
+    return kept
+
+
+def _load_chain(path: Path, display: str, seen: list[str]) -> tuple[dict, dict, list[str]]:
+    located = load_yaml_file(path, display)
+    data = located.data
+    if not isinstance(data, dict):
+        raise RecipeError([f"{display}:1 (top level): expected a mapping of recipe keys (name, models, "
+                           f"policies, agents, stages), found {type(data).__name__}"], source=display)
+    chain = seen + [display]
+    parent_ref = data.get("extends")
+    if parent_ref is None:
+        return data, dict(located.lines), chain
+    if not isinstance(parent_ref, str):
+        file, line = located.where(("extends",))
+        raise RecipeError([f"{file}:{line} extends: expected a path string, found {type(parent_ref).__name__}"],
+                          source=display)
+    parent_path = paths.resolve_inside(parent_ref, path.parent, [paths.recipes_dir(), path.parent.resolve()],
+                                       f"{display}: extends")
+    parent_display = _display(parent_path)
+    if parent_display in chain:
+        raise RecipeError([f"{display}: extends cycle: {' -> '.join(chain + [parent_display])}; "
+                           "remove one of the `extends:` lines"], source=display)
+    if not parent_path.is_file():
+        file, line = located.where(("extends",))
+        raise RecipeError([f"{file}:{line} extends: {parent_ref!r} not found (looked at {parent_path})"],
+                          source=display)
+    parent, parent_lines, chain = _load_chain(parent_path, parent_display, chain)
+    merged_lines = dict(parent_lines)
+    problems: list[str] = []
+    child = dict(data)
+    child.pop("extends")
+    # A variant is its own recipe: unless it says otherwise, it is named after its file.
+    child.setdefault("name", path.stem)
+    stage_patch = child.pop("stages", None)
+    merged = _merge(parent, child, (), merged_lines, located.lines)
+    merged.pop("extends", None)
+    for key_path, where in located.lines.items():
+        if key_path and key_path[0] != "stages" and key_path != ("extends",):
+            merged_lines[key_path] = where
+    if isinstance(stage_patch, dict):
+        merged["stages"] = _patch_stages(parent.get("stages", []), stage_patch, located, merged_lines, problems)
+    elif stage_patch is not None:
+        merged["stages"] = stage_patch
+        merged_lines = {k: v for k, v in merged_lines.items() if not k or k[0] != "stages"}
+        merged_lines.update({k: v for k, v in located.lines.items() if k and k[0] == "stages"})
+    if problems:
+        raise RecipeError(problems, source=display)
+    return merged, merged_lines, chain
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(paths.project_root()))
+    except ValueError:
+        return str(path)
+
+
+# ---------------------------------------------------------------- checks
+
+def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]]:
+    from .stages import FILTERS, STAGES
+
+    problems: list[tuple[PathKey, str]] = []
+    models = data.get("models", {})
+    agents = data.get("agents", {})
+    stages = data.get("stages", [])
+
+    for name, agent in agents.items():
+        model = agent.get("model", "default")
+        if model not in models:
+            where = ("agents", name, "model") if "model" in agent else ("agents", name)
+            problems.append((where, f"agent {name!r} uses model {model!r}, which is not in `models`"
+                                    f"{suggest(model, list(models))}; declare it under `models:` "
+                                    f"or set `model:` to one of {', '.join(models)}"))
+
+    seen_ids: dict[str, int] = {}
+    produced = {"query"}
+    for index, stage in enumerate(stages):
+        base = ("stages", index)
+        stage_id, kind = stage.get("id"), stage.get("kind")
+        if stage_id in seen_ids:
+            problems.append((base + ("id",), f"duplicate stage id {stage_id!r} (also stages[{seen_ids[stage_id]}]); "
+                                             "give each stage a unique id"))
+        seen_ids[stage_id] = index
+        if kind not in STAGES:
+            problems.append((base + ("kind",), f"unknown stage kind {kind!r}{suggest(kind, STAGES.names())}; "
+                                               f"known kinds: {', '.join(STAGES.names())}"))
+            continue
+        kind_cls = STAGES.get(kind)
+        contract = kind_cls.contract
+        problems += [(base + (key,), msg) for key, msg in kind_cls.check_spec(stage)]
+        for need in contract.requires:
+            if need not in produced:
+                makers = [k for k in STAGES.names() if need in STAGES.get(k).contract.produces]
+                problems.append((base + ("kind",), f"stage {stage_id!r} ({kind}) needs `{need}`, which no earlier "
+                                                   f"stage produces; add a {' or '.join(makers)} stage before it"))
+        produced |= set(contract.produces)
+        names = ([("agent", stage["agent"])] if "agent" in stage else []) + \
+            [(("agents", i), a) for i, a in enumerate(stage.get("agents", []))]
+        for key, agent_name in names:
+            key_path = base + (key if isinstance(key, tuple) else (key,))
+            if agent_name not in agents:
+                problems.append((key_path, f"unknown agent {agent_name!r}{suggest(agent_name, list(agents))}; "
+                                           f"declared agents: {', '.join(agents)}"))
+                continue
+            agent = agents[agent_name]
+            for i, input_name in enumerate(agent.get("inputs", []) or []):
+                if input_name not in contract.inputs:
+                    problems.append((("agents", agent_name, "inputs", i),
+                                     f"agent {agent_name!r} is used by stage {stage_id!r} ({kind}), which offers "
+                                     f"inputs {', '.join(contract.inputs)}; {input_name!r} is not one of them"
+                                     f"{suggest(input_name, list(contract.inputs))}"))
+            for out_name, out in (agent.get("outputs") or {}).items():
+                if out_name in contract.outputs and isinstance(out, dict) and "type" in out \
+                        and out["type"] != contract.outputs[out_name].type:
+                    problems.append((("agents", agent_name, "outputs", out_name, "type"),
+                                     f"stage kind {kind} needs `{out_name}` of type "
+                                     f"{contract.outputs[out_name].type}, found {out['type']}; "
+                                     "drop `type:` or use that type"))
+        for group, flist in StageSpec(stage_id, kind, None, (), stage, index).filters.items():
+            for j, spec in enumerate(flist):
+                if isinstance(stage.get("filters"), list):
+                    fpath = base + ("filters", j)
+                else:
+                    fpath = base + ("filters", group, j)
+                ftype = spec.get("type")
+                if ftype not in FILTERS:
+                    problems.append((fpath + ("type",), f"unknown filter {ftype!r}{suggest(str(ftype), FILTERS.names())}; "
+                                                        f"known filters: {', '.join(FILTERS.names())}"))
+                    continue
+                problems += [(fpath + (k,), m) for k, m in FILTERS.get(ftype).check(spec)]
+
+    policy = data.get("policies")
+    if policy is not None:
+        ref = policy if isinstance(policy, str) else policy.get("set")
+        include = None if isinstance(policy, str) else policy.get("include")
+        try:
+            from .policies import load_policy_set
+
+            load_policy_set(ref, Path(located.file).parent if located.file else None, include)
+        except RecipeError as exc:
+            problems += [(("policies",), p) for p in exc.problems]
+        except UserError as exc:
+            problems.append((("policies",), str(exc)))
+    return problems
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Load a recipe file, resolve ``extends``, validate everything and return
+    typed specs. Raises :class:`RecipeError` listing every problem."""
+    path = Path(path)
+    if not path.is_file() and not path.suffix and (paths.recipes_dir() / f"{path}.yaml").is_file():
+        path = paths.recipes_dir() / f"{path}.yaml"  # `aidsafe run aidsafe` means recipes/aidsafe.yaml
+    display = _display(path)
+    if not path.is_file():
+        known = sorted(p.stem for p in paths.recipes_dir().glob("*.yaml"))
+        raise UserError(f"recipe {str(path)!r} not found{suggest(path.stem, known)}; shipped recipes: {', '.join(known)}")
+    data, lines, chain = _load_chain(path, display, [])
+    located = Located(data=data, lines=lines, file=display)
+    problems = schema_problems(located, "recipe.schema.json")
+    if problems:
+        raise RecipeError([text for _, text in problems], source=display)
+    # Policy paths are relative to the recipe that is loaded.
+    located_for_checks = Located(data=data, lines=lines, file=str(path))
+    semantic = _semantic_problems(data, located_for_checks)
+    if semantic:
+        texts = []
+        for key_path, message in sorted(semantic, key=lambda item: located.where(item[0])[1]):
+            file, line = located.where(key_path)
+            texts.append(f"{file}:{line} {format_path(key_path)}: {message}")
+        raise RecipeError(texts, source=display)
+    return _build(path.resolve(), data, located, chain)
+
+
+def _build(path: Path, data: dict, located: Located, chain: list[str]) -> Recipe:
+    models = {name: ModelSpec.from_dict(name, spec) for name, spec in data["models"].items()}
+    agents = {}
+    for name, spec in data["agents"].items():
+        outputs = {}
+        for out_name, out in (spec.get("outputs") or {}).items():
+            if isinstance(out, str):
+                outputs[out_name] = FieldSpec(out_name, "str", out)
+            else:
+                outputs[out_name] = FieldSpec(out_name, out.get("type", ""), out.get("desc", ""))
+        inputs = tuple(spec["inputs"]) if spec.get("inputs") is not None else None
+        agents[name] = AgentSpec(name=name, instructions=spec["instructions"].strip(),
+                                 model=spec.get("model", "default"), inputs=inputs, outputs=outputs,
+                                 temperature=spec.get("temperature"), max_tokens=spec.get("max_tokens"))
+    stages = [StageSpec(id=s["id"], kind=s["kind"], agent=s.get("agent"), agents=tuple(s.get("agents", [])),
+                        raw=s, index=i) for i, s in enumerate(data["stages"])]
+    policy = data["policies"]
+    input_cfg = data.get("input", {})
+    return Recipe(
+        name=data["name"], path=path, data=data, located=located, chain=chain, models=models, agents=agents,
+        stages=stages, policy_ref=policy if isinstance(policy, str) else policy["set"],
+        policy_include=None if isinstance(policy, str) else policy.get("include"),
+        input_field=input_cfg.get("field", "prompt"), id_field=input_cfg.get("id_field"),
+        keep_fields=input_cfg.get("keep", []), adapter=data.get("adapter", "json"),
+        max_parse_retries=data.get("max_parse_retries", 2), prompts=data.get("prompts"),
+        output=data.get("output", {}),
+    )

@@ -1,0 +1,274 @@
+"""Stream records through a compiled recipe: bounded concurrency, a progress
+bar, per-record status, resume, and atomic output."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+import traceback
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .cache import Cache
+from .compile import Program, compile_recipe
+from .errors import OutputParseError, UserError
+from .lm import UsageMeter, build_models
+from .paths import default_cache_dir
+from .recipe import Recipe, load_recipe
+from .records import InputRecord, Journal, count_inputs, read_inputs
+
+
+@dataclass
+class RunOptions:
+    """Everything ``aidsafe run`` takes besides the recipe and files."""
+
+    cache_dir: Path | None = None
+    use_cache: bool = True
+    workers: int | None = None
+    model_overrides: dict[str, str] = field(default_factory=dict)
+    field: str | None = None
+    id_field: str | None = None
+    limit: int | None = None
+    retry_failed: bool = True
+    max_failures: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class RunSummary:
+    """What a run did; printed at the end and kept in the cache directory."""
+
+    output: str
+    total: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    failures: Counter = field(default_factory=Counter)  # reason -> count
+    resumed: int = 0
+    usage: UsageMeter = field(default_factory=UsageMeter)
+    stage_hits: int = 0
+    stage_misses: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    aborted: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"output": self.output, "total": self.total, "statuses": dict(self.statuses),
+                "failures": dict(self.failures), "resumed": self.resumed, "models": self.usage.to_dict(),
+                "stage_hits": self.stage_hits, "stage_misses": self.stage_misses,
+                "seconds": round(self.seconds, 3), "interrupted": self.interrupted, "aborted": self.aborted}
+
+    def lines(self) -> list[str]:
+        out = [f"{self.total} record(s) -> {self.output} in {self.seconds:.1f}s: "
+               + ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
+               + (f" ({self.resumed} already done)" if self.resumed else "")]
+        for reason, n in self.failures.most_common():
+            out.append(f"  failed: {n} x {reason}")
+        out.append(f"  stages: {self.stage_hits} from cache, {self.stage_misses} computed")
+        for model, u in sorted(self.usage.by_model.items()):
+            out.append(f"  model {model}: {u.calls} call(s) ({u.cached_calls} cached), "
+                       f"{u.input_tokens} in / {u.output_tokens} out tokens, {u.seconds:.1f}s in calls")
+        if self.interrupted:
+            out.append("  interrupted: rerun the same command to resume")
+        if self.aborted:
+            out.append(f"  aborted: {self.aborted}")
+        return out
+
+
+def prepare(recipe: Recipe | str | Path, options: RunOptions) -> tuple[Recipe, Program, Cache]:
+    """Load (if needed), build models and compile."""
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    cache = Cache(options.cache_dir or default_cache_dir(), enabled=options.use_cache)
+    models = build_models(recipe.models, cache, options.model_overrides)
+    program = compile_recipe(recipe, models, cache=cache)
+    return recipe, program, cache
+
+
+def build_record(item: InputRecord, program: Program, run=None, error: dict | None = None) -> dict:
+    """One output record. Everything in it is derived from the input and the
+    (cached) stage results, so a warm rerun writes identical bytes."""
+    recipe = program.recipe
+    state = run.state if run is not None else {}
+    if error is not None:
+        status = "failed"
+    elif run is not None and run.filtered:
+        status = "filtered"
+    else:
+        status = "ok"
+    usage = UsageMeter()
+    stages = {}
+    if run is not None:
+        for stage_id, info in run.stage_info.items():
+            tokens = sum(u["input_tokens"] + u["output_tokens"] for u in info["usage"].values())
+            stages[stage_id] = {"seconds": info["seconds"], "tokens": tokens}
+            for model, u in info["usage"].items():
+                from .lm import ModelUsage
+
+                usage.record(model, ModelUsage(**u))
+    total = usage.total()
+    record: dict[str, Any] = {
+        "id": item.id,
+        "index": item.index,
+        "status": status,
+        "prompt": item.prompt,
+        "intents": state.get("intents", []),
+        "cot": state.get("thoughts", []),
+        "response": state.get("response", ""),
+    }
+    if "deliberation" in state:
+        delib = dict(state["deliberation"])
+        if recipe.output.get("include_log", True) is False:
+            delib.pop("log", None)
+        record["deliberation"] = delib
+        record["stop_reason"] = delib["stop_reason"]
+    if recipe.output.get("include_state"):
+        record["initial"] = state.get("initial")
+        record["all_thoughts"] = state.get("all_thoughts")
+    if "removed" in state:
+        record["removed"] = state["removed"]
+    if state.get("extra"):
+        record["extra"] = state["extra"]
+    if item.meta:
+        record["meta"] = item.meta
+    if status == "filtered":
+        record["filtered_reason"] = run.filtered
+    record["error"] = error
+    record["provenance"] = {
+        "recipe": recipe.name, "recipe_hash": recipe.hash,
+        "policy_set": program.policies.name, "policy_hash": program.policies.hash,
+        "models": {name: h.identity for name, h in sorted(program.models.items())},
+        "agents": {name: a.model for name, a in sorted(recipe.agents.items())},
+        "tokens": {"input": total.input_tokens, "output": total.output_tokens},
+        "calls": total.calls,
+        "seconds": round(sum(s["seconds"] for s in stages.values()), 3),
+        "stages": stages,
+        "engine": f"aidsafe {__version__}",
+    }
+    return record
+
+
+def process(item: InputRecord, program: Program) -> dict:
+    """Run one record; never raises for a record-level problem."""
+    if item.error:
+        return build_record(item, program, error={"type": "InputError", "message": item.error})
+    try:
+        run = program.run_record(item.prompt, record_id=item.id)
+    except OutputParseError as exc:
+        return build_record(item, program, error={"type": "OutputParseError", "message": str(exc),
+                                                  "stage": getattr(exc, "stage_id", None), "raw": exc.raw})
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # a record's failure must not stop the run
+        return build_record(item, program, error={
+            "type": type(exc).__name__, "message": str(exc)[:2000], "stage": getattr(exc, "stage_id", None),
+            "traceback": traceback.format_exc(limit=6)[-4000:] if not isinstance(exc, UserError) else None})
+    return build_record(item, program, run)
+
+
+def run(recipe: Recipe | str | Path, input_path: str | Path, output_path: str | Path,
+        options: RunOptions | None = None, on_record: Callable[[dict], None] | None = None) -> RunSummary:
+    """Run a recipe over an input file into ``output_path``. Resumes from a
+    previous (interrupted) run of the same recipe on the same output."""
+    options = options or RunOptions()
+    started = time.perf_counter()
+    recipe, program, cache = prepare(recipe, options)
+    field_name = options.field or recipe.input_field
+    id_field = options.id_field or recipe.id_field
+    output = Path(output_path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    journal = Journal(output)
+    done = journal.load()
+    summary = RunSummary(output=str(output))
+    order: list[str] = []
+    workers = options.workers or min((h.spec.concurrency or 1) for h in program.models.values())
+    total = count_inputs(input_path) if options.limit is None else min(options.limit, count_inputs(input_path))
+    bar = _progress(total, options.progress)
+    stop = threading.Event()
+    pending: set[Future] = set()
+
+    def finish(record: dict) -> None:
+        journal.append(record)
+        summary.statuses[record["status"]] += 1
+        if record["status"] == "failed":
+            summary.failures[f"{record['error']['type']}: {_reason(record['error'])}"] += 1
+            if options.max_failures is not None and sum(summary.failures.values()) > options.max_failures:
+                summary.aborted = f"more than {options.max_failures} failed record(s) (--max-failures)"
+                stop.set()
+        if on_record:
+            on_record(record)
+        bar.update(1)
+
+    meter = UsageMeter()
+    from .lm import metering
+
+    executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="aidsafe")
+    try:
+        with metering(meter):
+            for item in read_inputs(input_path, field_name, id_field, recipe.keep_fields, options.limit):
+                if stop.is_set():
+                    break
+                order.append(item.id)
+                summary.total += 1
+                prev = done.get(item.id)
+                if prev and prev["recipe_hash"] == recipe.hash and prev["prompt"] == item.prompt and (
+                        prev["status"] != "failed" or not options.retry_failed):
+                    summary.resumed += 1
+                    summary.statuses[prev["status"]] += 1
+                    bar.update(1)
+                    continue
+                while len(pending) >= 2 * max(1, workers):
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        pending.discard(future)
+                        finish(future.result())
+                ctx = contextvars.copy_context()  # carries the usage meter into the worker
+                pending.add(executor.submit(ctx.run, process, item, program))
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    pending.discard(future)
+                    finish(future.result())
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        for future in pending:
+            future.cancel()
+        executor.shutdown(wait=True, cancel_futures=True)
+        for future in pending:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                finish(future.result())
+    finally:
+        executor.shutdown(wait=True)
+        bar.close()
+        complete = not summary.interrupted and summary.aborted is None
+        journal.finalize(order, remove=complete)
+        summary.usage = meter
+        summary.stage_hits, summary.stage_misses = cache.counters.stage_hits, cache.counters.stage_misses
+        summary.seconds = time.perf_counter() - started
+        cache.save_last_run({"recipe": recipe.name, **summary.to_dict()})
+        cache.close()
+    return summary
+
+
+def _reason(error: dict) -> str:
+    message = str(error.get("message", ""))
+    return message.split(":")[0][:80] if error.get("type") == "InputError" else message[:80]
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="rec", desc="aidsafe", dynamic_ncols=True, leave=True)

@@ -1,0 +1,6 @@
+"""Stage kinds, each in its own module, registered by name with ``@stage``."""
+
+from ._base import FILTERS, STAGES, Filter, Stage, StageContext, StageResult, filter_kind, stage
+from . import decompose, deliberate, filter, filters, generate, refine, respond  # noqa: F401  (registration)
+
+__all__ = ["FILTERS", "STAGES", "Filter", "Stage", "StageContext", "StageResult", "filter_kind", "stage"]

@@ -1,0 +1,1 @@
+"""Test and benchmark helpers for the engine (local mock LLM server, ...)."""

@@ -1,0 +1,124 @@
+"""A scripted fake model for tests and benchmarks.
+
+It answers through DSPy's real adapters: it reads the output field names from
+the rendered system prompt (JSONAdapter or ChatAdapter format) and returns a
+well-formed answer, or a scripted one. No network, deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from typing import Any, Callable
+
+from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
+
+_FIELD_RE = re.compile(r"^\d+\. `(\w+)` \(([^)]*)\)", re.M)
+
+Answer = dict | str | Callable[["FakeCall"], "dict | str"]
+
+
+class FakeCall:
+    """What the fake saw in one request."""
+
+    def __init__(self, system: str, user: str, outputs: dict[str, str], config: dict):
+        self.system = system
+        self.user = user
+        self.outputs = outputs  # output field -> type text
+        self.config = config
+
+    def input(self, name: str) -> str | None:
+        """The rendered value of input field ``name`` (JSON/Chat adapters)."""
+        match = re.search(r"\[\[ ## " + re.escape(name) + r" ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond|\Z)",
+                          self.user, re.S)
+        return match.group(1).strip() if match else None
+
+
+def _output_fields(system: str) -> dict[str, str]:
+    section = system.split("Your output fields are:", 1)
+    if len(section) < 2:
+        return {}
+    body = section[1].split("All interactions will be structured", 1)[0]
+    return {m.group(1): m.group(2) for m in _FIELD_RE.finditer(body)}
+
+
+def default_value(name: str, type_text: str, call: FakeCall) -> Any:
+    """A plausible value for a field, derived from the input (deterministic)."""
+    seed = int(hashlib.sha256(f"{name}|{call.user}".encode()).hexdigest()[:6], 16) % 1000
+    if type_text.startswith("list"):
+        return [f"{name} point one about the query", f"{name} point two ({seed})"]
+    if type_text == "bool":
+        return True
+    if type_text == "int":
+        return 3
+    if type_text == "float":
+        return 0.5
+    if type_text.startswith("dict"):
+        return {}
+    return f"{name} text for the query ({seed})"
+
+
+class FakeEngine:
+    """A DSPy 3.4 engine (``complete(Request) -> Response``) with scripts.
+
+    ``rules`` is a list of ``(substring, answer)``: the first rule whose
+    substring occurs in the system prompt (where agent instructions live)
+    answers. An answer is a dict of output fields (missing ones get default
+    values), a raw string (sent as is: useful for malformed output), a list of
+    such answers (used in turn, the last one repeating), or a callable of the
+    :class:`FakeCall`. ``latency`` sleeps per call; ``calls`` counts calls.
+    """
+
+    def __init__(self, rules: list[tuple[str, Any]] | None = None, latency: float = 0.0, name: str = "fake"):
+        self.rules = list(rules or [])
+        self.latency = latency
+        self.name = name
+        self.calls = 0
+        self.seen: list[FakeCall] = []
+        self._turns: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def identity(self) -> dict:
+        return {"backend": "fake", "model": self.name}
+
+    def _pick(self, call: FakeCall) -> Any:
+        for index, (needle, answer) in enumerate(self.rules):
+            if needle in call.system:
+                if isinstance(answer, list):
+                    with self._lock:
+                        turn = self._turns.get(index, 0)
+                        self._turns[index] = turn + 1
+                    answer = answer[min(turn, len(answer) - 1)]
+                return answer(call) if callable(answer) else answer
+        return {}
+
+    def complete(self, request) -> Response:
+        system = request.system if isinstance(request.system, str) else "".join(
+            getattr(p, "text", "") for p in (request.system or []))
+        user = "\n".join(m.text or "" for m in request.messages if m.role == "user")
+        call = FakeCall(system, user, _output_fields(system), {})
+        with self._lock:
+            self.calls += 1
+            self.seen.append(call)
+        if self.latency:
+            time.sleep(self.latency)
+        answer = self._pick(call)
+        if isinstance(answer, str):
+            text = answer
+        else:
+            values = {name: default_value(name, t, call) for name, t in call.outputs.items()}
+            values.update(answer)
+            text = json.dumps(values)
+        tokens_in, tokens_out = len((system + user).split()), len(text.split())
+        return Response(id=None, model=self.name, message=Message.assistant([TextPart(text)]), finish_reason="stop",
+                        usage=Usage(input_tokens=tokens_in, output_tokens=tokens_out,
+                                    total_tokens=tokens_in + tokens_out))
+
+    def stream(self, request):
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        pass
