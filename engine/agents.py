@@ -15,6 +15,7 @@ import dspy
 from dspy.utils.exceptions import AdapterParseError
 
 from .errors import OutputParseError
+from .lm import parse_attempt
 from .recipe import AgentSpec, FieldSpec
 
 PY_TYPES = {"str": str, "list[str]": list[str], "bool": bool, "int": int, "float": float, "dict": dict}
@@ -135,7 +136,8 @@ class Agent(dspy.Module):
             retry.lm = self.predict.lm
             retry.demos = self.predict.demos
             try:
-                return retry(**inputs, format_error=_short_error(error))
+                with parse_attempt(attempt + 1):
+                    return retry(**inputs, format_error=_short_error(error))
             except AdapterParseError as again:
                 error = again
         raise OutputParseError(f"agent {self.spec.name!r}: answer could not be parsed after "

@@ -95,6 +95,7 @@ class UsageMeter:
 
 _METERS: contextvars.ContextVar[tuple[UsageMeter, ...]] = contextvars.ContextVar("aidsafe_meters", default=())
 _SAMPLE: contextvars.ContextVar[int] = contextvars.ContextVar("aidsafe_sample", default=0)
+_ATTEMPT: contextvars.ContextVar[int] = contextvars.ContextVar("aidsafe_attempt", default=0)
 
 
 @contextmanager
@@ -105,6 +106,17 @@ def metering(meter: UsageMeter):
         yield meter
     finally:
         _METERS.reset(token)
+
+
+@contextmanager
+def parse_attempt(attempt: int):
+    """Calls inside are retry ``attempt`` after a parse failure: a retry must
+    reach the model, not replay the cached malformed answer."""
+    token = _ATTEMPT.set(attempt)
+    try:
+        yield
+    finally:
+        _ATTEMPT.reset(token)
 
 
 @contextmanager
@@ -136,7 +148,10 @@ class CachingEngine:
         Never timeouts, retries or API keys (those are not in the request)."""
         body = request_to_dict(request)
         body.pop("model", None)  # the LM's name is a label; identity says what answers
-        return {"v": CALL_KEY_VERSION, "model": self.identity, "request": body, "sample": _SAMPLE.get()}
+        material = {"v": CALL_KEY_VERSION, "model": self.identity, "request": body, "sample": _SAMPLE.get()}
+        if _ATTEMPT.get():
+            material["attempt"] = _ATTEMPT.get()
+        return material
 
     def call_key(self, request) -> str:
         return sha256_of(self.key_material(request))
