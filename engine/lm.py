@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import os
+import random
 import threading
 import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,15 +134,65 @@ def sample_index(index: int):
 
 # ------------------------------------------------------------------- engines
 
-class CachingEngine:
-    """Wraps a backend engine: call-level cache, concurrency bound, usage."""
+class RateLimiter:
+    """Requests-per-minute and tokens-per-minute limits over a sliding
+    60-second window, shared by every thread calling one model."""
 
-    def __init__(self, name: str, inner: Any, identity: dict, cache: Cache, concurrency: int | None = None):
+    WINDOW = 60.0
+
+    def __init__(self, rpm: int | None = None, tpm: int | None = None, clock=time.monotonic, sleep=time.sleep):
+        self.rpm, self.tpm = rpm, tpm
+        self._events: deque[list] = deque()  # [time, tokens]
+        self._lock = threading.Lock()
+        self._clock, self._sleep = clock, sleep
+
+    def acquire(self) -> list:
+        """Block until a request may start; returns its slot for :meth:`settle`."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                while self._events and self._events[0][0] <= now - self.WINDOW:
+                    self._events.popleft()
+                full = (self.rpm is not None and len(self._events) >= self.rpm) or (
+                    self.tpm is not None and sum(e[1] for e in self._events) >= self.tpm)
+                if not full or not self._events:
+                    slot = [now, 0]
+                    self._events.append(slot)
+                    return slot
+                wait = self._events[0][0] + self.WINDOW - now
+            self._sleep(max(wait, 0.01))
+
+    def settle(self, slot: list, tokens: int) -> None:
+        with self._lock:
+            slot[1] = tokens
+
+
+class CachingEngine:
+    """Wraps a backend engine: call-level cache, concurrency bound, rate
+    limits, usage accounting. Cache hits skip the limits."""
+
+    def __init__(self, name: str, inner: Any, identity: dict, cache: Cache, concurrency: int | None = None,
+                 rpm: int | None = None, tpm: int | None = None):
         self.name = name
         self.inner = inner
         self.identity = identity
         self.cache = cache
         self._slots = threading.BoundedSemaphore(concurrency) if concurrency else None
+        self._limiter = RateLimiter(rpm, tpm) if (rpm or tpm) else None
+
+    # DSPy reads capability hints from a custom engine (e.g. whether JSON
+    # schemas may be sent for constrained decoding): pass the backend's on.
+    @property
+    def supports_response_schema(self) -> bool:
+        return bool(getattr(self.inner, "supports_response_schema", False))
+
+    @property
+    def supports_function_calling(self) -> bool:
+        return bool(getattr(self.inner, "supports_function_calling", False))
+
+    @property
+    def supported_params(self) -> frozenset:
+        return frozenset(getattr(self.inner, "supported_params", ()) or ())
 
     def key_material(self, request) -> dict:
         """Exactly what changes the answer: model identity (with endpoint),
@@ -166,6 +218,7 @@ class CachingEngine:
                 return response
             except Exception:  # an entry from an incompatible version: recompute
                 pass
+        slot = self._limiter.acquire() if self._limiter is not None else None
         started = time.perf_counter()
         if self._slots is not None:
             with self._slots:
@@ -173,6 +226,9 @@ class CachingEngine:
         else:
             response = self.inner.complete(request)
         seconds = time.perf_counter() - started
+        if slot is not None:
+            usage = response.usage
+            self._limiter.settle(slot, (getattr(usage, "input_tokens", 0) or 0) + (getattr(usage, "output_tokens", 0) or 0))
         self.cache.put_call(key, {"response": response_to_dict(response), "seconds": seconds})
         self._account(response, seconds, cached=False)
         return response
@@ -195,7 +251,15 @@ class CachingEngine:
 
 class RemoteEngine:
     """Any ``dspy.LM`` model string, sent through DSPy's own clients
-    (LiteLLM or lm15), with the key read from an environment variable."""
+    (LiteLLM or lm15), with the key read from an environment variable.
+
+    Transient errors (timeouts, connection resets, 429, 5xx) are retried here
+    with exponential backoff and full jitter, honouring Retry-After, so many
+    workers hitting one rate limit spread out instead of retrying in lockstep.
+    """
+
+    BACKOFF_BASE = 0.5
+    BACKOFF_CAP = 30.0
 
     def __init__(self, spec: ModelSpec):
         kwargs: dict[str, Any] = {}
@@ -212,14 +276,31 @@ class RemoteEngine:
         if spec.timeout:
             kwargs["timeout"] = spec.timeout
         self.spec = spec
-        self.lm = dspy.LM(spec.model, cache=False, num_retries=spec.num_retries if spec.num_retries is not None else 3,
-                          **kwargs)
+        self.retries = spec.num_retries if spec.num_retries is not None else 4
+        self.lm = dspy.LM(spec.model, cache=False, num_retries=0, **kwargs)
+        self.sleep = time.sleep
 
     def identity(self) -> dict:
         return {"backend": "remote", "model": self.spec.model, "api_base": self.spec.api_base or "(provider default)"}
 
     def complete(self, request) -> Response:
-        return self.lm(dataclasses.replace(request, model=self.lm.model))
+        from dspy.utils.exceptions import is_retryable_lm_error
+
+        request = dataclasses.replace(request, model=self.lm.model)
+        for attempt in range(self.retries + 1):
+            try:
+                return self.lm(request)
+            except Exception as exc:
+                if attempt >= self.retries or not is_retryable_lm_error(exc):
+                    raise
+                self.sleep(self.backoff(attempt, getattr(exc, "retry_after", None)))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry ``attempt + 1``."""
+        if retry_after is not None and retry_after >= 0:
+            return min(float(retry_after), self.BACKOFF_CAP * 4) + random.uniform(0, 0.1 * self.BACKOFF_BASE)
+        return random.uniform(0, min(self.BACKOFF_CAP, self.BACKOFF_BASE * 2 ** attempt))
 
 
 def _local_engine(spec: ModelSpec, cache_dir: Path):
@@ -290,7 +371,7 @@ def build_models(specs: dict[str, ModelSpec], cache: Cache, overrides: dict[str,
             spec = dataclasses.replace(spec, model=overrides[name])
         backend = backend_for(spec, cache.directory)
         identity = model_identity(spec, backend)
-        engine = CachingEngine(name, backend, identity, cache, concurrency=spec.concurrency)
+        engine = CachingEngine(name, backend, identity, cache, concurrency=spec.concurrency, rpm=spec.rpm, tpm=spec.tpm)
         params = {k: v for k, v in spec.params.items() if k in ("temperature", "top_p", "max_tokens", "seed")}
         lm = dspy.LM(f"aidsafe/{name}", engine=engine, cache=False, num_retries=0, **params)
         handles[name] = ModelHandle(spec=spec, lm=lm, engine=engine)

@@ -41,6 +41,8 @@ class ModelSpec:
     api_key_env: str | None = None
     params: dict = field(default_factory=dict)  # temperature, top_p, max_tokens, seed
     concurrency: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
     num_retries: int | None = None
     timeout: float | None = None
     threads: int | None = None
@@ -51,7 +53,8 @@ class ModelSpec:
     def from_dict(cls, name: str, data: dict) -> "ModelSpec":
         params = {k: data[k] for k in ("temperature", "top_p", "max_tokens", "seed") if k in data}
         return cls(name=name, model=data["model"], api_base=data.get("api_base"), api_key_env=data.get("api_key_env"),
-                   params=params, concurrency=data.get("concurrency"), num_retries=data.get("num_retries"),
+                   params=params, concurrency=data.get("concurrency"), rpm=data.get("rpm"), tpm=data.get("tpm"),
+                   num_retries=data.get("num_retries"),
                    timeout=data.get("timeout"), threads=data.get("threads"), context=data.get("context"),
                    repeat_penalty=data.get("repeat_penalty"))
 
@@ -379,7 +382,7 @@ def _build(path: Path, data: dict, located: Located, chain: list[str]) -> Recipe
         name=data["name"], path=path, data=data, located=located, chain=chain, models=models, agents=agents,
         stages=stages, policy_ref=policy if isinstance(policy, str) else policy["set"],
         policy_include=None if isinstance(policy, str) else policy.get("include"),
-        input_field=input_cfg.get("field", "prompt"), id_field=input_cfg.get("id_field"),
+        input_field=input_cfg.get("field", "prompt"), id_field=input_cfg.get("id_field", "id"),
         keep_fields=input_cfg.get("keep", []), adapter=data.get("adapter", "json"),
         max_parse_retries=data.get("max_parse_retries", 2), prompts=data.get("prompts"),
         output=data.get("output", {}),

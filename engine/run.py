@@ -254,8 +254,11 @@ def run(recipe: Recipe | str | Path, input_path: str | Path, output_path: str | 
 
 
 def _reason(error: dict) -> str:
-    message = str(error.get("message", ""))
-    return message.split(":")[0][:80] if error.get("type") == "InputError" else message[:80]
+    """A failure's category for the summary: stable across records."""
+    if error.get("type") == "InputError":
+        message = str(error.get("message", ""))
+        return message.split(": ", 1)[1].split(" (")[0].split(";")[0][:60] if ": " in message else message[:60]
+    return f"in stage {error.get('stage')}" if error.get("stage") else str(error.get("message", ""))[:60]
 
 
 class _NoBar:

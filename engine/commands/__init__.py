@@ -1,0 +1,1 @@
+"""Sub-commands of `aidsafe`, one module each, wired into engine.cli."""
