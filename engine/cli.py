@@ -131,11 +131,14 @@ class _InspectOnly:
 @click.option("--plan", is_flag=True, help="Dry run: per stage, records reused from the cache and new LM calls.")
 @click.option("--retry-failed/--keep-failed", default=True, help="On resume, recompute records that failed before (default) or keep them.")
 @click.option("--max-failures", type=click.IntRange(min=0), help="Abort when more than N records fail.")
+@click.option("--executor", type=click.Choice(["thread", "ray"]), default="thread", show_default=True,
+              help="Run records in threads here, or on Ray workers (pip install -e '.[ray]').")
+@click.option("--address", "ray_address", help="Ray cluster address for --executor ray (default: a local Ray).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_cache_options
 @user_errors
 def run(recipe, input_path, output_path, field, id_field, limit, workers, models, plan, retry_failed, max_failures,
-        quiet, cache_dir, no_cache):
+        executor, ray_address, quiet, cache_dir, no_cache):
     """Run RECIPE over the prompts in --input, writing one record per prompt."""
     from .lm import parse_override
     from .run import RunOptions
@@ -144,7 +147,7 @@ def run(recipe, input_path, output_path, field, id_field, limit, workers, models
     overrides = dict(parse_override(m) for m in models)
     options = RunOptions(cache_dir=cache_dir, use_cache=not no_cache, workers=workers, model_overrides=overrides,
                          field=field, id_field=id_field, limit=limit, retry_failed=retry_failed,
-                         max_failures=max_failures, progress=not quiet)
+                         max_failures=max_failures, progress=not quiet, executor=executor, ray_address=ray_address)
     if plan:
         from .cache import Cache
         from .compile import compile_recipe

@@ -3,8 +3,6 @@ bar, per-record status, resume, and atomic output."""
 
 from __future__ import annotations
 
-import contextvars
-import threading
 import time
 import traceback
 from collections import Counter
@@ -17,7 +15,7 @@ from . import __version__
 from .cache import Cache
 from .compile import Program, compile_recipe
 from .errors import OutputParseError, UserError
-from .lm import UsageMeter, build_models
+from .lm import ModelUsage, UsageMeter, build_models, metering
 from .paths import default_cache_dir
 from .recipe import Recipe, load_recipe
 from .records import InputRecord, Journal, count_inputs, read_inputs
@@ -37,6 +35,8 @@ class RunOptions:
     retry_failed: bool = True
     max_failures: int | None = None
     progress: bool = True
+    executor: str = "thread"  # or "ray"
+    ray_address: str | None = None
 
 
 @dataclass
@@ -106,8 +106,6 @@ def build_record(item: InputRecord, program: Program, run=None, error: dict | No
             tokens = sum(u["input_tokens"] + u["output_tokens"] for u in info["usage"].values())
             stages[stage_id] = {"seconds": info["seconds"], "tokens": tokens}
             for model, u in info["usage"].items():
-                from .lm import ModelUsage
-
                 usage.record(model, ModelUsage(**u))
     total = usage.total()
     record: dict[str, Any] = {
@@ -151,22 +149,53 @@ def build_record(item: InputRecord, program: Program, run=None, error: dict | No
     return record
 
 
-def process(item: InputRecord, program: Program) -> dict:
+@dataclass
+class Outcome:
+    """A finished record plus what computing it cost in this run."""
+
+    record: dict
+    usage: dict = field(default_factory=dict)  # model -> ModelUsage fields, this run's calls
+    stage_hits: int = 0
+    stage_misses: int = 0
+
+
+def process(item: InputRecord, program: Program) -> Outcome:
     """Run one record; never raises for a record-level problem."""
+    meter = UsageMeter()
+    run_ = None
+    error = None
     if item.error:
-        return build_record(item, program, error={"type": "InputError", "message": item.error})
-    try:
-        run = program.run_record(item.prompt, record_id=item.id)
-    except OutputParseError as exc:
-        return build_record(item, program, error={"type": "OutputParseError", "message": str(exc),
-                                                  "stage": getattr(exc, "stage_id", None), "raw": exc.raw})
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as exc:  # a record's failure must not stop the run
-        return build_record(item, program, error={
-            "type": type(exc).__name__, "message": str(exc)[:2000], "stage": getattr(exc, "stage_id", None),
-            "traceback": traceback.format_exc(limit=6)[-4000:] if not isinstance(exc, UserError) else None})
-    return build_record(item, program, run)
+        error = {"type": "InputError", "message": item.error}
+    else:
+        try:
+            with metering(meter):
+                run_ = program.run_record(item.prompt, record_id=item.id)
+        except OutputParseError as exc:
+            error = {"type": "OutputParseError", "message": str(exc), "stage": getattr(exc, "stage_id", None),
+                     "raw": exc.raw}
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # a record's failure must not stop the run
+            error = {"type": type(exc).__name__, "message": str(exc)[:2000], "stage": getattr(exc, "stage_id", None),
+                     "traceback": None if isinstance(exc, UserError) else traceback.format_exc(limit=6)[-4000:]}
+    record = build_record(item, program, None if error else run_, error=error)
+    hits = sum(1 for info in run_.stage_info.values() if info["cached"]) if run_ else 0
+    misses = len(run_.stage_info) - hits if run_ else 0
+    return Outcome(record, meter.to_dict(), hits, misses)
+
+
+class ThreadExecutor:
+    """Records in threads of this process, sharing one compiled program."""
+
+    def __init__(self, program: Program, workers: int):
+        self.program = program
+        self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="aidsafe")
+
+    def submit(self, item: InputRecord) -> Future:
+        return self.pool.submit(process, item, self.program)
+
+    def shutdown(self, cancel: bool = False) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=cancel)
 
 
 def run(recipe: Recipe | str | Path, input_path: str | Path, output_path: str | Path,
@@ -187,66 +216,69 @@ def run(recipe: Recipe | str | Path, input_path: str | Path, output_path: str | 
     workers = options.workers or min((h.spec.concurrency or 1) for h in program.models.values())
     total = count_inputs(input_path) if options.limit is None else min(options.limit, count_inputs(input_path))
     bar = _progress(total, options.progress)
-    stop = threading.Event()
+    stop = False
     pending: set[Future] = set()
 
-    def finish(record: dict) -> None:
+    def finish(outcome: Outcome) -> None:
+        nonlocal stop
+        record = outcome.record
         journal.append(record)
+        for model, usage in outcome.usage.items():
+            summary.usage.record(model, ModelUsage(**usage))
+        summary.stage_hits += outcome.stage_hits
+        summary.stage_misses += outcome.stage_misses
         summary.statuses[record["status"]] += 1
         if record["status"] == "failed":
             summary.failures[f"{record['error']['type']}: {_reason(record['error'])}"] += 1
             if options.max_failures is not None and sum(summary.failures.values()) > options.max_failures:
                 summary.aborted = f"more than {options.max_failures} failed record(s) (--max-failures)"
-                stop.set()
+                stop = True
         if on_record:
             on_record(record)
         bar.update(1)
 
-    meter = UsageMeter()
-    from .lm import metering
+    def drain(block_until: int) -> None:
+        while len(pending) > block_until:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                pending.discard(future)
+                finish(future.result())
 
-    executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="aidsafe")
+    if options.executor == "ray":
+        from .ray_executor import RayExecutor
+
+        executor = RayExecutor(recipe.path, options, workers)
+    else:
+        executor = ThreadExecutor(program, workers)
     try:
-        with metering(meter):
-            for item in read_inputs(input_path, field_name, id_field, recipe.keep_fields, options.limit):
-                if stop.is_set():
-                    break
-                order.append(item.id)
-                summary.total += 1
-                prev = done.get(item.id)
-                if prev and prev["recipe_hash"] == recipe.hash and prev["prompt"] == item.prompt and (
-                        prev["status"] != "failed" or not options.retry_failed):
-                    summary.resumed += 1
-                    summary.statuses[prev["status"]] += 1
-                    bar.update(1)
-                    continue
-                while len(pending) >= 2 * max(1, workers):
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        pending.discard(future)
-                        finish(future.result())
-                ctx = contextvars.copy_context()  # carries the usage meter into the worker
-                pending.add(executor.submit(ctx.run, process, item, program))
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    pending.discard(future)
-                    finish(future.result())
+        for item in read_inputs(input_path, field_name, id_field, recipe.keep_fields, options.limit):
+            if stop:
+                break
+            order.append(item.id)
+            summary.total += 1
+            prev = done.get(item.id)
+            if prev and prev["recipe_hash"] == recipe.hash and prev["prompt"] == item.prompt and (
+                    prev["status"] != "failed" or not options.retry_failed):
+                summary.resumed += 1
+                summary.statuses[prev["status"]] += 1
+                bar.update(1)
+                continue
+            drain(2 * max(1, workers) - 1)  # bounded in flight: memory does not grow with the input
+            pending.add(executor.submit(item))
+        drain(0)
     except KeyboardInterrupt:
         summary.interrupted = True
         for future in pending:
             future.cancel()
-        executor.shutdown(wait=True, cancel_futures=True)
+        executor.shutdown(cancel=True)
         for future in pending:
             if future.done() and not future.cancelled() and future.exception() is None:
                 finish(future.result())
     finally:
-        executor.shutdown(wait=True)
+        executor.shutdown()
         bar.close()
         complete = not summary.interrupted and summary.aborted is None
         journal.finalize(order, remove=complete)
-        summary.usage = meter
-        summary.stage_hits, summary.stage_misses = cache.counters.stage_hits, cache.counters.stage_misses
         summary.seconds = time.perf_counter() - started
         cache.save_last_run({"recipe": recipe.name, **summary.to_dict()})
         cache.close()
