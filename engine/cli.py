@@ -192,7 +192,7 @@ def _lazy_models_with_identity(recipe, cache, overrides):
     for name, spec in recipe.models.items():
         if name in overrides:
             spec = dataclasses.replace(spec, model=overrides[name])
-        backend = backend_for(spec, cache.directory)
+        backend = backend_for(spec)
         engine = CachingEngine(name, _InspectOnly(spec), model_identity(spec, backend), cache)
         lm = dspy.LM(f"aidsafe/{name}", engine=engine, cache=False, num_retries=0, **spec.params)
         handles[name] = ModelHandle(spec=spec, lm=lm, engine=engine)
@@ -292,10 +292,10 @@ def serve(model_ref, port, threads, n_ctx, parallel, cache_dir, no_cache):
     so several processes share one loaded model (use it from a recipe with
     model: openai/NAME and api_base: http://127.0.0.1:PORT/v1)."""
     from .local_model import serve as serve_model
-    from .paths import default_cache_dir
+    from .paths import weights_dir
 
     click.echo(f"serving {model_ref} on http://127.0.0.1:{port}/v1 (Ctrl-C to stop)", err=True)
-    serve_model(model_ref, Path(cache_dir or default_cache_dir()), port=port, n_threads=threads, n_ctx=n_ctx,
+    serve_model(model_ref, Path(cache_dir) if cache_dir else weights_dir(), port=port, n_threads=threads, n_ctx=n_ctx,
                 n_parallel=parallel)
 
 

@@ -47,6 +47,7 @@ class Program(dspy.Module):
         self.policies = policies
         self.cache = cache
         self.stage_ids: list[str] = []
+        self._components: dict[str, dict] = {}
         agents_by_stage: dict[str, dict[str, Agent]] = {}
         for spec in recipe.stages:
             kind = STAGES.get(spec.kind)
@@ -63,6 +64,7 @@ class Program(dspy.Module):
             from .prompts import apply_prompts
 
             apply_prompts(self, prompts)
+            self.reset_keys()
 
     def stage_modules(self) -> list[Stage]:
         return [getattr(self, f"stage_{sid}") for sid in self.stage_ids]
@@ -71,6 +73,15 @@ class Program(dspy.Module):
     def stage_components(self, stage: Stage) -> dict:
         """The parts of a stage's cache key other than the record's state, as
         separate hashes so `aidsafe cache explain` can say which one changed."""
+        if stage.spec.id not in self._components:
+            self._components[stage.spec.id] = self._compute_components(stage)
+        return self._components[stage.spec.id]
+
+    def reset_keys(self) -> None:
+        """Forget memoized key parts (after changing agents' instructions or demos)."""
+        self._components = {}
+
+    def _compute_components(self, stage: Stage) -> dict:
         agents = {}
         sees_policies = False
         for agent in stage.agent_modules():
@@ -100,8 +111,10 @@ class Program(dspy.Module):
         cache = self.cache if use_stage_cache else None
         with metering(run.usage), dspy.context(adapter=self.adapter):
             for stage in self.stage_modules():
-                key, components = self.stage_key(stage, state)
-                hit = cache.get_stage(key) if cache is not None else None
+                key = components = hit = None
+                if cache is not None:
+                    key, components = self.stage_key(stage, state)
+                    hit = cache.get_stage(key)
                 if hit is not None:
                     updates, filtered, seconds, usage = hit["updates"], hit.get("filtered"), hit["seconds"], hit["usage"]
                     cached = True
@@ -121,7 +134,9 @@ class Program(dspy.Module):
                     if cache is not None:
                         cache.put_stage(key, {"updates": updates, "filtered": filtered, "seconds": seconds,
                                               "usage": usage}, stage.spec.id)
-                if cache is not None and record_id is not None:
+                if cache is not None and record_id is not None and (
+                        not cached or cache.get_explain(self.recipe.name, record_id, stage.spec.id) != components):
+                    # A read is cheaper than a write: rewrite the index only when it changed.
                     cache.put_explain(self.recipe.name, record_id, stage.spec.id, components)
                 state.update(copy.deepcopy(updates))
                 run.stage_info[stage.spec.id] = {"cached": cached, "seconds": seconds, "usage": usage}

@@ -214,7 +214,8 @@ class CachingEngine:
         if hit is not None:
             try:
                 response = response_from_dict(hit["response"])
-                self._account(response, hit.get("seconds", 0.0), cached=True)
+                # A replayed answer costs no time now; its tokens still describe the record.
+                self._account(response, 0.0, cached=True)
                 return response
             except Exception:  # an entry from an incompatible version: recompute
                 pass
@@ -303,11 +304,12 @@ class RemoteEngine:
         return random.uniform(0, min(self.BACKOFF_CAP, self.BACKOFF_BASE * 2 ** attempt))
 
 
-def _local_engine(spec: ModelSpec, cache_dir: Path):
+def _local_engine(spec: ModelSpec):
     from .local_model import LlamaCppEngine, resolve_local
+    from .paths import weights_dir
 
     ref = spec.model.split(":", 1)[1]
-    model = resolve_local(ref, cache_dir)
+    model = resolve_local(ref, weights_dir())
     key = (str(model.path), spec.context or 4096, spec.threads, spec.repeat_penalty or 1.1)
     with _LOCAL_LOCK:
         # One loaded copy per process, shared by every role that names it.
@@ -317,10 +319,10 @@ def _local_engine(spec: ModelSpec, cache_dir: Path):
         return _LOCAL_ENGINES[key]
 
 
-def backend_for(spec: ModelSpec, cache_dir: Path) -> Any:
+def backend_for(spec: ModelSpec) -> Any:
     """The uncached engine a model spec names."""
     if spec.model.startswith("local:"):
-        return _local_engine(spec, cache_dir)
+        return _local_engine(spec)
     if spec.model.startswith("fake:"):
         name = spec.model.split(":", 1)[1]
         if name not in _ENGINE_FACTORIES:
@@ -369,7 +371,7 @@ def build_models(specs: dict[str, ModelSpec], cache: Cache, overrides: dict[str,
     for name, spec in specs.items():
         if name in overrides:
             spec = dataclasses.replace(spec, model=overrides[name])
-        backend = backend_for(spec, cache.directory)
+        backend = backend_for(spec)
         identity = model_identity(spec, backend)
         engine = CachingEngine(name, backend, identity, cache, concurrency=spec.concurrency, rpm=spec.rpm, tpm=spec.tpm)
         params = {k: v for k, v in spec.params.items() if k in ("temperature", "top_p", "max_tokens", "seed")}

@@ -54,6 +54,20 @@ def default_cache_dir() -> Path:
     return Path.cwd() / "cache"
 
 
+def weights_dir() -> Path:
+    """Where local model weights are assembled (``<this>/models``): shared by
+    every cache directory, so a fresh ``--cache-dir`` does not rebuild 491 MB.
+    ``AIDSAFE_WEIGHTS_DIR`` overrides; default ``cache/`` in the project (or the
+    working directory for an installed package)."""
+    env = os.environ.get("AIDSAFE_WEIGHTS_DIR")
+    if env:
+        return Path(env)
+    root = Path(__file__).resolve().parent.parent
+    if (root / "setup.cfg").is_file():
+        return root / "cache"
+    return Path.cwd() / "cache"
+
+
 def resolve_inside(path: str, base: Path, allowed: list[Path], what: str) -> Path:
     """Resolve ``path`` relative to ``base`` and refuse anything outside the
     ``allowed`` folders, so a recipe cannot reach arbitrary files."""

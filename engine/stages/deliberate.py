@@ -15,6 +15,7 @@ DEFAULT_MAX_ROUNDS = 3
 
 @stage("deliberate")
 class Deliberate(Stage):
+    version = 2  # v2: an unchanged revision counts towards agreement
     contract = Contract(
         inputs={k: INPUT_DOCS[k] for k in ("query", "policies", "intents", "thoughts", "response", "round")},
         default_inputs=("query", "policies", "intents", "thoughts", "response"),
@@ -82,11 +83,13 @@ class Deliberate(Stage):
                     consecutive += 1
                     entry["action"] = "agree"
                 else:
-                    consecutive = 0
                     new_thoughts = clean_thoughts(pred.revised_thoughts) or thoughts
                     new_response = str(pred.revised_response or "").strip() or response
                     changed = new_thoughts != thoughts or new_response != response
                     changed_in_round |= changed
+                    # A "revision" that changes nothing endorses what is there:
+                    # it counts towards agreement instead of resetting it.
+                    consecutive = 0 if changed else consecutive + 1
                     pool += [t for t in new_thoughts if t not in pool]
                     thoughts, response = new_thoughts, new_response
                     entry.update(action="revise", changed=changed, thoughts=new_thoughts, response=new_response)
