@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import tempfile
 import time
@@ -49,6 +50,16 @@ from engine.testing.mock_server import MockOpenAIServer  # noqa: E402
 RECIPE = ROOT / "recipes" / "aidsafe.yaml"
 XSTEST = ROOT.parent / "shared" / "data" / "xstest" / "xstest_prompts.csv"
 WARM_SPEEDUP_TARGET = 50.0
+
+
+def machine_line() -> str:
+    """CPU count and load average: other work on a small machine skews every
+    figure, so the output says how busy the machine was."""
+    try:
+        load = "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "n/a"
+    return f"machine: {os.cpu_count()} CPU(s), load average (1/5/15 min) {load}"
 
 
 @dataclass
@@ -204,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         write_recipe(recipe, server.url)
         print(f"cache bench: {args.records} records, mock latency {args.latency}s, {args.workers} workers, "
               f"server {server.url}, temp {tmp}", flush=True)
+        print(machine_line(), flush=True)
         cold = measure("cold", recipe, inputs, tmp / "cold.jsonl", cache_dir, args.workers, server)
         warm = measure("warm", recipe, inputs, tmp / "warm.jsonl", cache_dir, args.workers, server)
         write_recipe(recipe, server.url, refiner_suffix="Prefer fewer, shorter thoughts.")
@@ -261,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
           f"with {args.workers} workers):")
     for name, seconds in breakdown:
         print(f"  {name:<58} {seconds:>7.3f}s  ({1000 * seconds / args.records:.2f} ms/record)")
+    print(f"\nat the end, {machine_line()}")
     if not identical:
         _first_difference(cold.output, warm.output)
     if not args.keep:

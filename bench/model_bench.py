@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -54,6 +55,16 @@ GEN_PROMPTS = [
     "List five safety tips for using a kitchen knife.",
     "Write a short paragraph about the history of the bicycle.",
 ]
+
+
+def machine_line() -> str:
+    """CPU count and load average: other work on a small machine skews every
+    figure, so the output says how busy the machine was."""
+    try:
+        load = "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "n/a"
+    return f"machine: {os.cpu_count()} CPU(s), load average (1/5/15 min) {load}"
 
 
 def pick_prompts(n: int, source: Path) -> list[dict]:
@@ -134,7 +145,34 @@ def bench_pipeline(model: str, weights_dir: Path, n: int, tmp: Path, source: Pat
     summary = run(RECIPE, inputs, output, options)
     wall = time.perf_counter() - started
     records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return rows, records, summary, wall
+    return rows, records, summary, wall, computed_calls(cache_dir)
+
+
+def computed_calls(cache_dir: Path) -> dict:
+    """What the model really computed: the run cache started empty, so its
+    call entries are exactly the distinct completions generated. (Provenance
+    and the usage meter also count calls answered from the call cache, with
+    the tokens and seconds of the original call.)"""
+    import diskcache
+
+    out = {"calls": 0, "input_tokens": 0, "output_tokens": 0, "seconds": 0.0, "finish": Counter()}
+    folder = cache_dir / "calls"
+    if not folder.exists():
+        return out
+    with diskcache.Cache(str(folder)) as store:
+        for key in store.iterkeys():
+            try:
+                value = json.loads(store.get(key))
+            except (TypeError, ValueError):
+                continue
+            response = value.get("response") or {}
+            usage = response.get("usage") or {}
+            out["calls"] += 1
+            out["input_tokens"] += usage.get("input_tokens") or 0
+            out["output_tokens"] += usage.get("output_tokens") or 0
+            out["seconds"] += value.get("seconds") or 0.0
+            out["finish"][response.get("finish_reason") or "?"] += 1
+    return out
 
 
 def fmt(value, spec: str = ".1f") -> str:
@@ -161,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="aidsafe-model-bench-"))
     print(f"model bench: {args.model}, {args.records} record(s), weights in {weights_dir}, temp {tmp}", flush=True)
 
+    print(machine_line(), flush=True)
     try:
         if not args.skip_generation:
             print("\ngeneration (direct completions through the engine, temperature 0):", flush=True)
@@ -179,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.records:
             print(f"\npipeline: {RECIPE.relative_to(ROOT)} on {args.records} XSTest prompt(s), fresh cache, 1 worker "
                   f"(this takes a while)...", flush=True)
-            rows, records, summary, wall = bench_pipeline(args.model, weights_dir, args.records, tmp, args.input)
-            report_pipeline(rows, records, summary, wall)
+            rows, records, summary, wall, computed = bench_pipeline(args.model, weights_dir, args.records, tmp,
+                                                                    args.input)
+            report_pipeline(rows, records, summary, wall, computed)
+        print(f"\nat the end, {machine_line()}")
     finally:
         if args.keep:
             print(f"kept {tmp}")
@@ -189,11 +230,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _turn(entry: dict) -> str:
+    action = entry.get("action", "?")
+    if action == "revise" and not entry.get("changed", True):
+        action = "revise(no change)"
+    return f"r{entry.get('round')} {entry.get('agent')}: {action}"
+
+
 def _stage_cell(stage: dict | None) -> str:
     return "-" if stage is None else f"{stage['seconds']:.1f}s / {stage['tokens']}"
 
 
-def report_pipeline(rows: list[dict], records: list[dict], summary, wall: float) -> None:
+def report_pipeline(rows: list[dict], records: list[dict], summary, wall: float, computed: dict) -> None:
     labels = {r["id"]: r.get("label") for r in rows}
     stage_ids = list(dict.fromkeys(s for rec in records for s in rec["provenance"]["stages"]))
     header = f"  {'record':<12} {'label':<7} {'status':<8} {'calls':>5} {'tokens in/out':>14} {'seconds':>8}  "
@@ -207,6 +255,9 @@ def report_pipeline(rows: list[dict], records: list[dict], summary, wall: float)
         tokens = f"{prov['tokens']['input']}/{prov['tokens']['output']}"
         print(f"  {rec['id']:<12} {str(labels.get(rec['id'])):<7} {rec['status']:<8} {prov['calls']:>5} {tokens:>14} "
               f"{prov['seconds']:>8.1f}  {cells}  {stop}")
+        log = (rec.get("deliberation") or {}).get("log") or []
+        if log:
+            print("      deliberation: " + ", ".join(_turn(t) for t in log))
         if rec.get("error"):
             err = rec["error"]
             print(f"      error: {err.get('type')} in stage {err.get('stage')}: {str(err.get('message'))[:160]}")
@@ -236,11 +287,19 @@ def report_pipeline(rows: list[dict], records: list[dict], summary, wall: float)
         print(f"  LM calls per record: mean {statistics.mean(calls):.1f}, min {min(calls)}, max {max(calls)}; "
               f"deliberation turns: {turns}")
     print(f"  stop reasons: {', '.join(f'{k} x{v}' for k, v in stops.most_common())}")
-    print(f"  tokens: {tok_in} in + {tok_out} out = {tok_in + tok_out}; "
-          f"{tok_out / wall:.1f} generated tok/s, {(tok_in + tok_out) / wall:.1f} total tok/s over the wall time")
+    print(f"  tokens in provenance (cached replays included): {tok_in} in + {tok_out} out = {tok_in + tok_out}")
     for model, u in sorted(summary.usage.by_model.items()):
-        print(f"  model {model}: {u.calls} call(s) ({u.cached_calls} cached), {u.seconds:.1f}s in calls, "
-              f"{u.output_tokens / u.seconds if u.seconds else 0:.1f} generated tok/s in calls")
+        print(f"  model {model}: {u.calls} call(s), {u.cached_calls} of them answered from the call cache "
+              f"(an identical prompt earlier in the run)")
+    if computed["calls"]:
+        c = computed
+        print(f"  computed by the model: {c['calls']} completion(s), {c['input_tokens']} prompt + "
+              f"{c['output_tokens']} generated tokens in {c['seconds']:.1f}s of calls "
+              f"= {c['output_tokens'] / c['seconds']:.1f} generated tok/s, "
+              f"{(c['input_tokens'] + c['output_tokens']) / c['seconds']:.1f} total tok/s; "
+              f"{c['output_tokens'] / wall:.1f} generated tok/s over the wall time")
+        print(f"  completion finish reasons: {', '.join(f'{k} x{v}' for k, v in c['finish'].most_common())}"
+              f" (length = cut at max_tokens)")
     for reason, count in summary.failures.most_common():
         print(f"  failed: {count} x {reason}")
 

@@ -5,26 +5,13 @@ from __future__ import annotations
 import json
 import re
 import sys
-from functools import wraps
 from pathlib import Path
 
 import click
 
 from . import __version__
+from .commands import user_errors
 from .errors import UserError
-
-
-def user_errors(func):
-    """Bad input prints ``Error: ...`` and exits 1, without a traceback."""
-
-    @wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except UserError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
 
 
 def _cache_options(func):
@@ -298,6 +285,14 @@ def serve(model_ref, port, threads, n_ctx, parallel, cache_dir, no_cache):
     serve_model(model_ref, Path(cache_dir) if cache_dir else weights_dir(), port=port, n_threads=threads, n_ctx=n_ctx,
                 n_parallel=parallel)
 
+
+def _add_commands() -> None:
+    from .commands.export import export_command
+
+    main.add_command(export_command)
+
+
+_add_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -219,6 +219,12 @@ class CachingEngine:
                 return response
             except Exception:  # an entry from an incompatible version: recompute
                 pass
+        sample = _SAMPLE.get()
+        if sample and "seed" in self.supported_params:
+            # n samples of one prompt must differ even where the backend
+            # decodes deterministically for a fixed seed (llama.cpp).
+            base = request.config.seed or 0
+            request = dataclasses.replace(request, config=dataclasses.replace(request.config, seed=base + sample))
         slot = self._limiter.acquire() if self._limiter is not None else None
         started = time.perf_counter()
         if self._slots is not None:

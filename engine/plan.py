@@ -42,14 +42,6 @@ def describe_recipe(program: Program) -> str:
     return "\n".join(lines)
 
 
-def max_calls(stage) -> int:
-    """Upper bound of LM calls for one record in ``stage`` (without parse retries)."""
-    if stage.kind == "deliberate":
-        bound = stage.max_rounds * len(stage.deliberators)
-        return min(bound, stage.max_turns) if stage.max_turns else bound
-    return len(stage.agent_modules())
-
-
 @dataclass
 class StagePlan:
     reused: int = 0
@@ -98,7 +90,7 @@ def plan_run(program: Program, input_path: str | Path, field_name: str | None = 
                     continue
                 missed = True
             sp.to_run += 1
-            sp.max_new_calls += max_calls(stage)
+            sp.max_new_calls += stage.max_calls()
     return plan
 
 

@@ -21,6 +21,12 @@ from .yamlio import Located, PathKey, format_path, load_yaml_file
 
 FIELD_TYPES = ("str", "list[str]", "bool", "int", "float", "dict")
 
+# Stage keys that name one agent each (a "slot"); a stage kind lists the slots
+# it takes, each with its own contract, in its ``slots`` attribute.
+AGENT_SLOTS = ("believer", "judge", "generator")
+# Stage keys that only some kinds take (the kind lists them in ``options``).
+KIND_OPTIONS = ("candidates", "refine_rounds", "margin")
+
 
 @dataclass(frozen=True)
 class FieldSpec:
@@ -98,7 +104,8 @@ class StageSpec:
         return {"before": value.get("before", []), "after": value.get("after", [])}
 
     def agent_names(self) -> list[str]:
-        return ([self.agent] if self.agent else []) + list(self.agents)
+        slots = [self.raw[slot] for slot in AGENT_SLOTS if isinstance(self.raw.get(slot), str)]
+        return ([self.agent] if self.agent else []) + list(self.agents) + slots
 
 
 @dataclass
@@ -145,15 +152,16 @@ class Recipe:
 
 # ---------------------------------------------------------------- extends
 
-def _merge(parent: Any, child: Any, path: PathKey, lines: dict, child_lines: dict) -> Any:
-    """Deep-merge ``child`` over ``parent``; ``None`` in the child deletes."""
+def _merge(parent: Any, child: Any) -> Any:
+    """Deep-merge ``child`` over ``parent``: mappings merge, anything else is
+    replaced, ``None`` in the child deletes the key."""
     if isinstance(parent, dict) and isinstance(child, dict):
         out = dict(parent)
         for key, value in child.items():
             if value is None:
                 out.pop(key, None)
             elif key in out:
-                out[key] = _merge(out[key], value, path + (key,), lines, child_lines)
+                out[key] = _merge(out[key], value)
             else:
                 out[key] = value
         return out
@@ -161,30 +169,42 @@ def _merge(parent: Any, child: Any, path: PathKey, lines: dict, child_lines: dic
 
 
 def _patch_stages(parent_stages: list, patch: dict, child: Located, merged_lines: dict, problems: list) -> list:
-    """Apply ``stages: {id: partial|null}`` from a child recipe to its parent's list."""
+    """Apply ``stages: {id: partial|null}`` from a child recipe to its parent's
+    list. An id the parent lacks adds a stage (it must say its ``kind``): at
+    the end, or right after the stage named by its ``after:`` key."""
     stages = [copy.deepcopy(s) for s in parent_stages]
     ids = [s.get("id") for s in stages if isinstance(s, dict)]
     for stage_id, partial in patch.items():
-        if stage_id not in ids:
-            file, line = child.where(("stages", stage_id))
-            problems.append(f"{file}:{line} stages.{stage_id}: the parent recipe has no stage {stage_id!r}"
-                            f"{suggest(stage_id, ids)}; patch one of {', '.join(map(str, ids))}, "
-                            "or give `stages:` as a full list to replace them all")
-            continue
-        index = ids.index(stage_id)
-        if partial is None:
-            stages[index] = None
-            continue
-        if not isinstance(partial, dict):
-            file, line = child.where(("stages", stage_id))
-            problems.append(f"{file}:{line} stages.{stage_id}: expected a mapping of stage keys to override, "
+        where = child.where(("stages", stage_id))
+        if partial is not None and not isinstance(partial, dict):
+            problems.append(f"{where[0]}:{where[1]} stages.{stage_id}: expected a mapping of stage keys to override, "
                             f"found {type(partial).__name__}")
             continue
-        stages[index] = _merge(stages[index], partial, ("stages", index), merged_lines, {})
-        for key_path, where in child.lines.items():
-            if key_path[:2] == ("stages", stage_id):
-                merged_lines[("stages", index) + key_path[2:]] = where
+        if stage_id not in ids:
+            if partial is None or "kind" not in partial:
+                problems.append(f"{where[0]}:{where[1]} stages.{stage_id}: the parent recipe has no stage {stage_id!r}"
+                                f"{suggest(stage_id, ids)}; patch one of {', '.join(map(str, ids))}, or add a new "
+                                f"stage by giving its `kind:` (and `after: ID` to place it)")
+                continue
+            new = {"id": stage_id, **{k: v for k, v in partial.items() if k != "after"}}
+            after = partial.get("after")
+            if after is not None and after not in ids:
+                problems.append(f"{where[0]}:{where[1]} stages.{stage_id}.after: no stage {after!r}{suggest(str(after), ids)}")
+                continue
+            position = ids.index(after) + 1 if after is not None else len(stages)
+            stages.insert(position, new)
+            ids.insert(position, stage_id)
+        elif partial is None:
+            stages[ids.index(stage_id)] = None
+            continue
+        else:
+            stages[ids.index(stage_id)] = _merge(stages[ids.index(stage_id)], partial)
     kept = [s for s in stages if s is not None]
+    kept_ids = [s.get("id") for s in kept]
+    # Point each patched stage's keys at the child's lines, by final position.
+    for key_path, where in child.lines.items():
+        if key_path[:1] == ("stages",) and len(key_path) >= 2 and key_path[1] in kept_ids:
+            merged_lines[("stages", kept_ids.index(key_path[1])) + key_path[2:]] = where
     return kept
 
 
@@ -220,7 +240,7 @@ def _load_chain(path: Path, display: str, seen: list[str]) -> tuple[dict, dict, 
     # A variant is its own recipe: unless it says otherwise, it is named after its file.
     child.setdefault("name", path.stem)
     stage_patch = child.pop("stages", None)
-    merged = _merge(parent, child, (), merged_lines, located.lines)
+    merged = _merge(parent, child)
     merged.pop("extends", None)
     for key_path, where in located.lines.items():
         if key_path and key_path[0] != "stages" and key_path != ("extends",):
@@ -283,14 +303,24 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
                 problems.append((base + ("kind",), f"stage {stage_id!r} ({kind}) needs `{need}`, which no earlier "
                                                    f"stage produces; add a {' or '.join(makers)} stage before it"))
         produced |= set(contract.produces)
+        slots = getattr(kind_cls, "slots", {})
+        for key in AGENT_SLOTS + KIND_OPTIONS:
+            if key in stage and key not in slots and key not in getattr(kind_cls, "options", ()):
+                takers = [k for k in STAGES.names()
+                          if key in getattr(STAGES.get(k), "slots", {}) or key in getattr(STAGES.get(k), "options", ())]
+                problems.append((base + (key,), f"stage kind {kind} takes no `{key}:`; it applies to "
+                                                f"{', '.join(takers)} stages; remove it"))
         names = ([("agent", stage["agent"])] if "agent" in stage else []) + \
-            [(("agents", i), a) for i, a in enumerate(stage.get("agents", []))]
+            [(("agents", i), a) for i, a in enumerate(stage.get("agents", []))] + \
+            [(slot, stage[slot]) for slot in AGENT_SLOTS if slot in slots and isinstance(stage.get(slot), str)]
         for key, agent_name in names:
             key_path = base + (key if isinstance(key, tuple) else (key,))
             if agent_name not in agents:
                 problems.append((key_path, f"unknown agent {agent_name!r}{suggest(agent_name, list(agents))}; "
                                            f"declared agents: {', '.join(agents)}"))
                 continue
+            # A slot's agent reads and writes what that slot offers, not the kind's union.
+            contract = slots.get(key, kind_cls.contract) if isinstance(key, str) else kind_cls.contract
             agent = agents[agent_name]
             for i, input_name in enumerate(agent.get("inputs", []) or []):
                 if input_name not in contract.inputs:

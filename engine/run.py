@@ -130,6 +130,8 @@ def build_record(item: InputRecord, program: Program, run=None, error: dict | No
         record["removed"] = state["removed"]
     if state.get("extra"):
         record["extra"] = state["extra"]
+    if "preference" in state:
+        record["preference"] = state["preference"]
     if item.meta:
         record["meta"] = item.meta
     if status == "filtered":

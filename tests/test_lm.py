@@ -117,3 +117,31 @@ def test_backoff_is_jittered_and_honours_retry_after():
     assert all(0 <= d <= 4.0 for d in delays) and len(set(delays)) > 150  # full jitter, no lockstep
     assert 2.0 <= engine_.backoff(0, retry_after=2.0) <= 2.06
     assert engine_.backoff(10) <= RemoteEngine.BACKOFF_CAP
+
+
+def test_sample_index_varies_the_seed_where_the_backend_takes_one(fake, tmp_path):
+    from engine.lm import sample_index
+
+    seeds = []
+
+    class Seeded:
+        supported_params = frozenset({"seed", "temperature"})
+
+        def identity(self):
+            return {"backend": "seeded"}
+
+        def complete(self, request):
+            seeds.append(request.config.seed)
+            return fake.complete(request)
+
+    from engine.lm import register_engine, unregister_engine
+
+    register_engine("seeded", lambda spec: Seeded())
+    try:
+        handles = build_models({"m": ModelSpec("m", "fake:seeded", params={"temperature": 0.9})}, Cache(tmp_path / "c"))
+        for index in range(3):
+            with sample_index(index):
+                handles["m"].lm("same prompt")
+    finally:
+        unregister_engine("seeded")
+    assert seeds == [None, 1, 2]

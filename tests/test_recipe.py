@@ -131,3 +131,14 @@ def test_hash_changes_with_content(recipe_file):
     a = load_recipe(recipe_file(MINI, "a.yaml"))
     b = load_recipe(recipe_file(MINI.replace("REFINER: keep", "REFINER: retain"), "b.yaml"))
     assert a.hash != b.hash
+
+
+def test_extends_can_add_stages_at_the_end_or_after_one(recipe_file):
+    recipe_file(MINI, "base.yaml")
+    child = recipe_file("extends: base.yaml\nstages:\n  final: {kind: respond, agent: thinker}\n"
+                        "  clean: {kind: filter, after: initial, filters: [{type: dedupe}]}\n", "child.yaml")
+    assert [s.id for s in load_recipe(child).stages] == ["intents", "initial", "clean", "deliberation", "refine", "final"]
+    bad = recipe_file("extends: base.yaml\nstages:\n  extra: {kind: filter, after: nowhere, filters: [{type: dedupe}]}\n",
+                      "bad.yaml")
+    with pytest.raises(RecipeError, match=r"bad.yaml:3 stages.extra.after: no stage 'nowhere'"):
+        load_recipe(bad)

@@ -84,6 +84,11 @@ class Stage(dspy.Module):
     def agent_modules(self) -> list[Agent]:
         return []
 
+    def max_calls(self) -> int:
+        """Upper bound of LM calls per record (without parse retries); used by
+        ``aidsafe run --plan``. One call per agent unless a kind says more."""
+        return len(self.agent_modules())
+
     def forward(self, state: dict, ctx: StageContext) -> StageResult:  # pragma: no cover - abstract
         raise NotImplementedError
 

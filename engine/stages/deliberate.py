@@ -57,6 +57,10 @@ class Deliberate(Stage):
     def agent_modules(self):
         return list(self.deliberators)
 
+    def max_calls(self):
+        bound = self.max_rounds * len(self.deliberators)
+        return min(bound, self.max_turns) if self.max_turns else bound
+
     def forward(self, state, ctx):
         thoughts = list(state.get("thoughts", []))
         response = state.get("response", "")
