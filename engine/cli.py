@@ -66,41 +66,13 @@ def validate(recipes):
 @user_errors
 def show(recipe):
     """Print RECIPE resolved (after extends) and its stage graph."""
-    from .cache import Cache
     from .compile import compile_recipe
-    from .lm import build_models
+    from .inspect_models import inspection_models
     from .plan import describe_recipe
     from .recipe import load_recipe
 
     loaded = load_recipe(recipe)
-    cache = Cache("/nonexistent", enabled=False)
-    models = _lazy_models(loaded, cache, build_models)
-    click.echo(describe_recipe(compile_recipe(loaded, models, cache=None)))
-
-
-def _lazy_models(recipe, cache, build_models):
-    """Models for commands that never call them: no weights are loaded."""
-    import dataclasses
-
-    from .lm import register_engine
-
-    register_engine("_inspect", lambda spec: _InspectOnly(spec))
-    specs = {n: dataclasses.replace(s, model="fake:_inspect") for n, s in recipe.models.items()}
-    handles = build_models(specs, cache)
-    for name, handle in handles.items():
-        handle.spec = recipe.models[name]
-    return handles
-
-
-class _InspectOnly:
-    def __init__(self, spec):
-        self.spec = spec
-
-    def identity(self):
-        return {"model": self.spec.model}
-
-    def complete(self, request):  # pragma: no cover - never called
-        raise RuntimeError("inspection models cannot be called")
+    click.echo(describe_recipe(compile_recipe(loaded, inspection_models(loaded), cache=None)))
 
 
 @main.command()
@@ -138,14 +110,15 @@ def run(recipe, input_path, output_path, field, id_field, limit, workers, models
     if plan:
         from .cache import Cache
         from .compile import compile_recipe
-        from .lm import build_models
+        from .inspect_models import inspection_models
         from .paths import default_cache_dir
         from .plan import plan_run
         from .recipe import load_recipe
 
         loaded = load_recipe(recipe)
         cache = Cache(cache_dir or default_cache_dir(), enabled=not no_cache)
-        program = compile_recipe(loaded, _lazy_models_with_identity(loaded, cache, overrides), cache=cache)
+        models = inspection_models(loaded, overrides, identity="backend", cache=cache)
+        program = compile_recipe(loaded, models, cache=cache)
         for line in plan_run(program, input_path, field, id_field, limit).lines():
             click.echo(line)
         return
@@ -164,26 +137,6 @@ def run(recipe, input_path, output_path, field, id_field, limit, workers, models
         sys.exit(130)
     if summary.aborted:
         sys.exit(1)
-
-
-def _lazy_models_with_identity(recipe, cache, overrides):
-    """Models whose identities match a real run's (for cache keys) without
-    loading weights or contacting servers."""
-    import dataclasses
-
-    from .lm import CachingEngine, ModelHandle, backend_for, model_identity
-
-    handles = {}
-    import dspy
-
-    for name, spec in recipe.models.items():
-        if name in overrides:
-            spec = dataclasses.replace(spec, model=overrides[name])
-        backend = backend_for(spec)
-        engine = CachingEngine(name, _InspectOnly(spec), model_identity(spec, backend), cache)
-        lm = dspy.LM(f"aidsafe/{name}", engine=engine, cache=False, num_retries=0, **spec.params)
-        handles[name] = ModelHandle(spec=spec, lm=lm, engine=engine)
-    return handles
 
 
 @main.group()
@@ -252,6 +205,7 @@ def cache_explain(record_id, recipe_ref, input_path, models, cache_dir, no_cache
     """Why RECORD_ID hits or misses the cache: which part of each stage key changed."""
     from .cache import Cache
     from .compile import compile_recipe
+    from .inspect_models import inspection_models
     from .lm import parse_override
     from .paths import default_cache_dir
     from .plan import explain_record
@@ -260,7 +214,7 @@ def cache_explain(record_id, recipe_ref, input_path, models, cache_dir, no_cache
     loaded = load_recipe(recipe_ref)
     c = Cache(cache_dir or default_cache_dir())
     overrides = dict(parse_override(m) for m in models)
-    program = compile_recipe(loaded, _lazy_models_with_identity(loaded, c, overrides), cache=c)
+    program = compile_recipe(loaded, inspection_models(loaded, overrides, identity="backend", cache=c), cache=c)
     for line in explain_record(program, record_id, input_path):
         click.echo(line)
 
@@ -287,8 +241,10 @@ def serve(model_ref, port, threads, n_ctx, parallel, cache_dir, no_cache):
 
 
 def _add_commands() -> None:
+    from .commands.diff import diff_command
     from .commands.export import export_command
 
+    main.add_command(diff_command)
     main.add_command(export_command)
 
 

@@ -196,11 +196,12 @@ class StageImpact:
     ``changed`` - its own key components differ (``reasons`` says which):
     directly changed;
     ``added`` - no such stage in A: directly changed;
-    ``moved`` - same components but it now runs after different stages
-    (reordering): directly changed;
-    ``downstream`` - unchanged itself, but an earlier stage changed, so its
-    input (the record's upstream content) may differ and it reruns unless
-    that input comes out identical.
+    ``moved`` - same components, but it now runs after a different set of
+    the stages both recipes share (reordering): directly changed;
+    ``downstream`` - unchanged itself, but an earlier stage changed, was
+    added, moved or removed, so its input (the record's upstream content)
+    may differ: it reruns unless that input comes out identical (e.g. a
+    lower ``max_rounds`` when deliberation agreed in round 1 anyway).
     """
 
     id: str
@@ -395,8 +396,8 @@ def _impact(program_a, program_b) -> list[StageImpact]:
     """Walk B's stages in order. A stage's result is reused from A only when
     its key components (``Program.stage_components``: kind and version, spec,
     agents with their models, policy text if read, adapter) equal A's and
-    every stage before it was reused in the same order, since the key also
-    covers the record's upstream content."""
+    every stage before it was reused, in the same order: the key also covers
+    the record's upstream content, which only those stages write."""
     stages_a = {s.spec.id: s for s in program_a.stage_modules()}
     order_a = list(program_a.stage_ids)
     order_b = list(program_b.stage_ids)
@@ -599,15 +600,22 @@ def looks_like_refusal(text: str | None) -> bool:
 @dataclass(frozen=True)
 class RefusalClassifier:
     """How run diffs decide refusal vs compliance: a label shown next to
-    every refusal figure, and a function of the response text."""
+    every refusal figure, and a function of one output record (it may read
+    ``prompt`` and ``response``, or a label a judge stored in the record)
+    returning True (refusal), False (compliance) or None (cannot tell).
+    It is only asked about records with a non-empty response."""
 
     label: str
-    is_refusal: Callable[[str], bool]
+    is_refusal: Callable[[dict], bool | None]
 
 
-# The one place to swap the classifier (e.g. for a judge-based one from
+def _string_match(record: dict) -> bool:
+    return looks_like_refusal(record.get("response"))
+
+
+# The one place to swap the classifier (e.g. for a refusal judge from
 # engine.judges): diff_runs uses this unless given another.
-DEFAULT_REFUSAL = RefusalClassifier("string match", looks_like_refusal)
+DEFAULT_REFUSAL = RefusalClassifier("string match", _string_match)
 
 
 @dataclass(frozen=True)
@@ -746,7 +754,7 @@ def _summarize(rid: str, record: dict, refusal: RefusalClassifier) -> RecordSumm
         rounds=_int_or_none(delib.get("rounds")), turns=_int_or_none(delib.get("turns")),
         thoughts=len(cot), cot_chars=sum(len(str(t)) for t in cot), cot_hash=sha256_of(cot),
         intents_hash=sha256_of(record.get("intents")), response_hash=sha256_of(response),
-        has_response=has_response, refusal=refusal.is_refusal(response) if has_response else None,
+        has_response=has_response, refusal=refusal.is_refusal(record) if has_response else None,
         scores={str(k): v for k, v in scores.items()},
     )
 

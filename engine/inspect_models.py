@@ -32,7 +32,7 @@ from typing import Any
 import dspy
 
 from .cache import Cache
-from .lm import CachingEngine, ModelHandle, backend_for, model_identity
+from .lm import CachingEngine, ModelHandle, apply_overrides, backend_for, model_identity
 from .recipe import ModelSpec, Recipe
 
 IDENTITY_MODES = ("spec", "backend")
@@ -89,19 +89,9 @@ def inspection_models(recipe: Recipe, overrides: dict[str, str] | None = None, *
     if identity not in IDENTITY_MODES:
         raise ValueError(f"identity must be one of {IDENTITY_MODES}, got {identity!r}")
     cache = cache if cache is not None else Cache(Path("/nonexistent-aidsafe-inspect"), enabled=False)
-    overrides = dict(overrides or {})
-    unknown = [n for n in overrides if n not in recipe.models]
-    if unknown:
-        from .errors import ModelError
-        from .registry import suggest
-
-        raise ModelError(f"--model names {unknown[0]!r}, which is not in the recipe's models"
-                         f"{suggest(unknown[0], list(recipe.models))}; models: {', '.join(recipe.models)}")
     handles = {}
-    for name, spec in recipe.models.items():
-        if name in overrides:
-            spec = dataclasses.replace(spec, model=overrides[name])
-        ident = spec_identity(spec) if identity == "spec" else model_identity(spec, backend_for(spec, cache.directory))
+    for name, spec in apply_overrides(recipe.models, overrides).items():
+        ident = spec_identity(spec) if identity == "spec" else model_identity(spec, backend_for(spec))
         engine = CachingEngine(name, InspectOnly(spec, ident), ident, cache)
         params: dict[str, Any] = {k: v for k, v in spec.params.items() if k in ("temperature", "top_p", "max_tokens", "seed")}
         lm = dspy.LM(f"aidsafe/{name}", engine=engine, cache=False, num_retries=0, **params)

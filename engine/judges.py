@@ -294,14 +294,15 @@ def _outputs(spec: JudgeSpec) -> dict[str, FieldSpec]:
 
 
 def _inputs(spec: JudgeSpec) -> dict[str, FieldSpec]:
-    fields = {}
-    for name in spec.inputs:
-        if spec.kind == "pairwise" and name in SIDE_DOCS:
-            for side in ("a", "b"):
+    """Input fields; a pairwise judge gets the shared ones (query, policies)
+    first, then answer A's fields, then answer B's."""
+    sided = spec.kind == "pairwise"
+    fields = {n: FieldSpec(n, "str", INPUT_DOCS[n]) for n in spec.inputs if not (sided and n in SIDE_DOCS)}
+    if sided:
+        for side in ("a", "b"):
+            for name in (n for n in spec.inputs if n in SIDE_DOCS):
                 key = f"{name}_{side}"
                 fields[key] = FieldSpec(key, "str", SIDE_DOCS[name].format(side=side.upper()))
-        else:
-            fields[name] = FieldSpec(name, "str", INPUT_DOCS[name])
     return fields
 
 

@@ -364,9 +364,8 @@ def parse_override(text: str) -> tuple[str, str]:
     return name.strip(), model.strip()
 
 
-def build_models(specs: dict[str, ModelSpec], cache: Cache, overrides: dict[str, str] | None = None) -> dict[str, ModelHandle]:
-    """Build every model in ``specs`` (``overrides`` replaces model strings)."""
-    handles = {}
+def apply_overrides(specs: dict[str, ModelSpec], overrides: dict[str, str] | None) -> dict[str, ModelSpec]:
+    """``specs`` with model strings replaced by ``--model NAME=MODEL`` overrides."""
     overrides = dict(overrides or {})
     unknown = [n for n in overrides if n not in specs]
     if unknown:
@@ -374,9 +373,14 @@ def build_models(specs: dict[str, ModelSpec], cache: Cache, overrides: dict[str,
 
         raise ModelError(f"--model names {unknown[0]!r}, which is not in the recipe's models"
                          f"{suggest(unknown[0], list(specs))}; models: {', '.join(specs)}")
-    for name, spec in specs.items():
-        if name in overrides:
-            spec = dataclasses.replace(spec, model=overrides[name])
+    return {name: dataclasses.replace(spec, model=overrides[name]) if name in overrides else spec
+            for name, spec in specs.items()}
+
+
+def build_models(specs: dict[str, ModelSpec], cache: Cache, overrides: dict[str, str] | None = None) -> dict[str, ModelHandle]:
+    """Build every model in ``specs`` (``overrides`` replaces model strings)."""
+    handles = {}
+    for name, spec in apply_overrides(specs, overrides).items():
         backend = backend_for(spec)
         identity = model_identity(spec, backend)
         engine = CachingEngine(name, backend, identity, cache, concurrency=spec.concurrency, rpm=spec.rpm, tpm=spec.tpm)

@@ -302,9 +302,10 @@ def test_identical_runs_are_the_same(runs):
 
 def test_refusal_classifier_can_be_swapped(runs):
     a, b = runs
-    never = RefusalClassifier("judge", lambda text: False)
+    never = RefusalClassifier("judge", lambda record: None if record["id"] == "r2" else False)
     diff = diff_runs(a, b, refusal=never)
     assert diff.refusal_to_compliance == [] and "(judge)" in render(diff)
+    assert (diff.a.refusals, diff.a.classified) == (0, 2)  # None: not counted either way
     assert DEFAULT_REFUSAL.label == "string match"
 
 

@@ -6,27 +6,13 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import wraps
 from pathlib import Path
 
 import click
 
-from ..errors import UserError
+from . import user_errors
 
 RUN_SUFFIXES = (".jsonl", ".ndjson")
-
-
-def _user_errors(func):
-    # engine.cli has the same wrapper; importing it here would make the
-    # command modules and the CLI group import each other.
-    @wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except UserError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
 
 
 def detect_mode(a: str, b: str) -> str:
@@ -52,7 +38,7 @@ def detect_mode(a: str, b: str) -> str:
 @click.option("--records", "max_records", type=click.IntRange(min=0), default=20, show_default=True,
               help="Run diffs: how many changed records to list one by one (the JSON lists all).")
 @click.option("--exit-code", is_flag=True, help="Exit 1 when A and B differ, 0 when they do not (like git diff).")
-@_user_errors
+@user_errors
 def diff_command(a, b, mode, as_json, max_records, exit_code):
     """Compare A and B: two recipes (stages added, removed or reordered,
     stop criteria, filters, agents' instructions, models, policies, and which

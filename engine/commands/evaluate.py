@@ -103,7 +103,7 @@ def eval_command(records, judge_model, metrics, pairwise, no_pairwise, output_di
 @click.command("bench")
 @click.argument("model")
 @click.option("--suite", type=click.Choice(["safety", "overrefusal", "jailbreak", "utility", "all"]), default="all",
-              show_default=True, help="Which benchmarks (see `aidsafe bench --help`).")
+              show_default=True, help="Which benchmarks (listed above).")
 @click.option("--limit", type=click.IntRange(min=1), help="At most N items per set, spread over categories.")
 @click.option("--judge-model", help="Model string for the refusal and StrongREJECT-rubric judges. Without it, "
                                     "answers are classified by string matching (labelled as a fallback).")
