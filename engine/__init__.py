@@ -20,12 +20,12 @@ import dspy as _dspy  # noqa: E402
 # One source of truth: our content-addressed cache. DSPy's is off.
 _dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
 
-from .errors import ModelError, OutputParseError, RecipeError, UserError  # noqa: E402
-from .recipe import Recipe, load_recipe  # noqa: E402
-from .policies import PolicySet, load_policy_set  # noqa: E402
 from .cache import Cache  # noqa: E402
-from .lm import build_models, register_engine  # noqa: E402
 from .compile import Program, compile_recipe  # noqa: E402
+from .errors import ModelError, OutputParseError, RecipeError, UserError  # noqa: E402
+from .lm import build_models, register_engine  # noqa: E402
+from .policies import PolicySet, load_policy_set  # noqa: E402
+from .recipe import Recipe, load_recipe  # noqa: E402
 from .run import RunOptions, RunSummary, run  # noqa: E402
 
 __all__ = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
@@ -42,11 +41,16 @@ def main():
 def validate(recipes):
     """Check RECIPES (files, or names in recipes/) and report every problem."""
     from .errors import RecipeError
+    from .judges import is_judges_file, load_judges
     from .recipe import load_recipe
 
     failed = 0
     for ref in recipes:
         try:
+            if is_judges_file(ref):
+                judges = load_judges(ref)
+                click.echo(f"{ref}: ok (judges file, {len(judges.judges)} judges)")
+                continue
             recipe = load_recipe(ref)
         except RecipeError as exc:
             failed += 1
@@ -242,10 +246,11 @@ def serve(model_ref, port, threads, n_ctx, parallel, cache_dir, no_cache):
 
 def _add_commands() -> None:
     from .commands.diff import diff_command
+    from .commands.evaluate import bench_command, eval_command
     from .commands.export import export_command
 
-    main.add_command(diff_command)
-    main.add_command(export_command)
+    for command in (diff_command, eval_command, bench_command, export_command):
+        main.add_command(command)
 
 
 _add_commands()

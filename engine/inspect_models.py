@@ -25,7 +25,6 @@ cache keys). Two ways to get it:
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import dspy
+import yaml
 
 from . import paths
 from .agents import Agent, Contract
@@ -125,6 +126,17 @@ def resolve_judges_path(ref: str | Path) -> Path:
         raise UserError(f"judges file {str(ref)!r} not found; the shipped one is recipes/judges.yaml "
                         "(pass --judges recipes/judges.yaml or a copy of it)")
     return path
+
+
+def is_judges_file(ref: str | Path) -> bool:
+    """Whether ``ref`` names a judges file (a top-level ``judges:`` mapping)
+    rather than a pipeline recipe, so `aidsafe validate` can check either."""
+    try:
+        path = resolve_judges_path(ref)
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UserError, OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "judges" in data and "stages" not in data
 
 
 def _problems(data: dict, located: Located) -> list[tuple[tuple, str]]:

@@ -24,6 +24,7 @@ def cli():
 
 @pytest.mark.parametrize("args, code, out", [
     (["validate", "recipes/aidsafe.yaml", "recipes/baseline.yaml", "recipes/aidsafe-1round.yaml"], 0, "ok (4 stages"),
+    (["validate", "recipes/judges.yaml", "recipes/aidsafe-dpo.yaml"], 0, "ok (judges file"),
     (["validate", "tests/invalid_recipes/bad_references.yaml"], 1, "unknown agent 'critc'; did you mean 'critic'?"),
     (["validate", "nope.yaml"], 1, "not found"),
     (["validate"], 2, "Missing argument"),
@@ -78,5 +79,5 @@ def test_run_plan_stats_explain_and_clear(cli, fake, tmp_path, monkeypatch, reci
 
 def test_help_lists_every_command(cli):
     result = cli("--help")
-    for command in ("validate", "run", "show", "cache", "serve"):
+    for command in ("validate", "run", "show", "cache", "serve", "diff", "eval", "bench", "export"):
         assert command in result.output

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from . import user_errors
 from ..export import FORMATS, LAYOUTS, SOURCES, THINKING
+from . import user_errors
 
 
 @click.command("export")

@@ -1,7 +1,6 @@
 """Stage kinds, each in its own module, registered by name with ``@stage``."""
 
+from . import belief, decompose, deliberate, filter, filters, generate, pair, refine, respond  # noqa: F401  (registration)  # noqa: F401  (registration: preference pairs)
 from ._base import FILTERS, STAGES, Filter, Stage, StageContext, StageResult, filter_kind, stage
-from . import decompose, deliberate, filter, filters, generate, refine, respond  # noqa: F401  (registration)
-from . import belief, pair  # noqa: F401  (registration: preference pairs)
 
 __all__ = ["FILTERS", "STAGES", "Filter", "Stage", "StageContext", "StageResult", "filter_kind", "stage"]
