@@ -15,7 +15,7 @@ import dspy
 from dspy.utils.exceptions import AdapterParseError
 
 from .errors import OutputParseError
-from .lm import parse_attempt
+from .lm import parse_attempt, watch_truncation
 from .recipe import AgentSpec, FieldSpec
 
 PY_TYPES = {"str": str, "list[str]": list[str], "bool": bool, "int": int, "float": float, "dict": dict}
@@ -122,27 +122,36 @@ class Agent(dspy.Module):
 
     def forward(self, **context: Any) -> dspy.Prediction:
         inputs = {name: neutralize(context[name]) for name in self.input_names}
-        try:
-            return self.predict(**inputs)
-        except AdapterParseError as first:
-            error = first
-        for attempt in range(self.max_parse_retries):
-            # Same instructions and demos, plus the parse error: the model sees
-            # what was wrong with its last answer.
-            retry_sig = self.predict.signature.append(
-                "format_error", dspy.InputField(desc="Why your previous answer could not be used. "
-                                                     "Answer again in exactly the required format."))
-            retry = dspy.Predict(retry_sig, **self.predict.config)
-            retry.lm = self.predict.lm
-            retry.demos = self.predict.demos
+        problem: str | None = None
+        raw: str | None = None
+        for attempt in range(self.max_parse_retries + 1):
+            if attempt == 0:
+                predictor, extra = self.predict, {}
+            else:
+                # Same instructions and demos, plus what was wrong with the
+                # last answer, so the model can fix it.
+                retry_sig = self.predict.signature.append(
+                    "format_error", dspy.InputField(desc="Why your previous answer could not be used. "
+                                                         "Answer again in exactly the required format."))
+                predictor = dspy.Predict(retry_sig, **self.predict.config)
+                predictor.lm = self.predict.lm
+                predictor.demos = self.predict.demos
+                extra = {"format_error": problem}
             try:
-                with parse_attempt(attempt + 1):
-                    return retry(**inputs, format_error=_short_error(error))
-            except AdapterParseError as again:
-                error = again
-        raise OutputParseError(f"agent {self.spec.name!r}: answer could not be parsed after "
-                               f"{self.max_parse_retries + 1} attempt(s): {_short_error(error)}",
-                               raw=getattr(error, "lm_response", None))
+                with parse_attempt(attempt), watch_truncation() as cut:
+                    prediction = predictor(**inputs, **extra)
+            except AdapterParseError as error:
+                problem, raw = _short_error(error), getattr(error, "lm_response", None)
+                continue
+            if not cut:
+                return prediction
+            # DSPy repairs JSON cut off at max_tokens into plausible-looking
+            # values; a truncated answer is never accepted as data.
+            problem = ("Your previous answer was cut off at the token limit. Answer again, more briefly, "
+                       "in exactly the required format.")
+            raw = cut[-1]
+        raise OutputParseError(f"agent {self.spec.name!r}: no usable answer after {self.max_parse_retries + 1} "
+                               f"attempt(s): {problem}", raw=raw)
 
 
 def _short_error(error: Exception) -> str:

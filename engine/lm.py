@@ -97,6 +97,18 @@ class UsageMeter:
 _METERS: contextvars.ContextVar[tuple[UsageMeter, ...]] = contextvars.ContextVar("aidsafe_meters", default=())
 _SAMPLE: contextvars.ContextVar[int] = contextvars.ContextVar("aidsafe_sample", default=0)
 _ATTEMPT: contextvars.ContextVar[int] = contextvars.ContextVar("aidsafe_attempt", default=0)
+_TRUNCATED: contextvars.ContextVar[list | None] = contextvars.ContextVar("aidsafe_truncated", default=None)
+
+
+@contextmanager
+def watch_truncation():
+    """Collect the text of answers cut off at max_tokens inside the block."""
+    box: list[str] = []
+    token = _TRUNCATED.set(box)
+    try:
+        yield box
+    finally:
+        _TRUNCATED.reset(token)
 
 
 @contextmanager
@@ -208,8 +220,8 @@ class CachingEngine:
         return sha256_of(self.key_material(request))
 
     def complete(self, request) -> Response:
-        key = self.call_key(request)
-        hit = self.cache.get_call(key)
+        key = self.call_key(request) if self.cache.enabled else None
+        hit = self.cache.get_call(key) if key is not None else None
         if hit is not None:
             try:
                 response = response_from_dict(hit["response"])
@@ -235,7 +247,13 @@ class CachingEngine:
         if slot is not None:
             usage = response.usage
             self._limiter.settle(slot, (getattr(usage, "input_tokens", 0) or 0) + (getattr(usage, "output_tokens", 0) or 0))
-        self.cache.put_call(key, {"response": response_to_dict(response), "seconds": seconds})
+        if response.finish_reason == "length":
+            # Cut off at max_tokens: tell the agent, and never cache it as an answer.
+            box = _TRUNCATED.get()
+            if box is not None:
+                box.append(response.text or "")
+        elif key is not None:
+            self.cache.put_call(key, {"response": response_to_dict(response), "seconds": seconds})
         self._account(response, seconds, cached=False)
         return response
 

@@ -9,6 +9,7 @@ invalidates every cached stage that reads the policies and nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from . import paths
@@ -35,7 +36,7 @@ class PolicySet:
     source: str
     policies: tuple[Policy, ...]
 
-    @property
+    @cached_property
     def text(self) -> str:
         blocks = []
         for number, policy in enumerate(self.policies, 1):
@@ -47,7 +48,7 @@ class PolicySet:
             blocks.append("\n".join(lines))
         return "\n".join(blocks)
 
-    @property
+    @cached_property
     def hash(self) -> str:
         return sha256_of({"name": self.name, "text": self.text})
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
+import dspy
+
 from .cache import Cache
 from .compile import Program, compile_recipe
 from .errors import OutputParseError, UserError
@@ -170,7 +172,9 @@ def process(item: InputRecord, program: Program) -> Outcome:
         error = {"type": "InputError", "message": item.error}
     else:
         try:
-            with metering(meter):
+            # No DSPy history or trace in a run: they keep every call (and its
+            # inputs) in memory, so memory would grow with the input.
+            with metering(meter), dspy.context(trace=None, disable_history=True):
                 run_ = program.run_record(item.prompt, record_id=item.id)
         except OutputParseError as exc:
             error = {"type": "OutputParseError", "message": str(exc), "stage": getattr(exc, "stage_id", None),

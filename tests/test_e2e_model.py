@@ -29,8 +29,8 @@ def _have(dist: str) -> bool:
         return False
 
 
-def _run(tmp_path, *extra):
-    out = tmp_path / "out.jsonl"
+def _run(tmp_path, *extra, name="out.jsonl"):
+    out = tmp_path / name
     result = CliRunner().invoke(main, ["run", str(ROOT / "recipes" / "aidsafe.yaml"), "-i",
                                        str(ROOT / "tests" / "data" / "xstest_sample.csv"), "--limit", "2", "-o",
                                        str(out), "-q", "--cache-dir", str(tmp_path / "cache"), *extra],
@@ -53,8 +53,8 @@ def _check_records(records):
 def test_aidsafe_recipe_on_the_smoke_model(tmp_path):
     records, output = _run(tmp_path, "--model", "default=local:smoke")
     _check_records(records)
-    # a warm rerun is free
-    again, output = _run(tmp_path, "--model", "default=local:smoke")
+    # a warm rerun (into a new output file, so nothing is resumed) is free
+    again, output = _run(tmp_path, "--model", "default=local:smoke", name="again.jsonl")
     assert "stages: 8 from cache, 0 computed" in output
     assert again == records
 

@@ -132,3 +132,20 @@ def test_injection_markers_in_prompts_are_neutralised(fake, recipe_file, prompts
 def test_deliberate_with_single_agent_key_is_a_recipe_error(bad, recipe_file):
     with pytest.raises(engine.RecipeError, match="deliberate takes `agents:"):
         engine.load_recipe(recipe_file(bad))
+
+
+def test_answers_cut_off_at_max_tokens_are_re_asked_and_never_cached(fake, recipe_file, prompts, tmp_path):
+    from engine.testing.fake import Cut
+
+    # DSPy would repair this into a "valid" answer with a half response
+    cut = Cut('{"thoughts": ["The user wants to stop a process."], "response": "Use kill on the pro')
+    fake.rules = [("THINKER", [cut, {"thoughts": ["complete"], "response": "done"}]), ("CRITIC_", {"agree": True})]
+    record = run_one(recipe_file, prompts, tmp_path)
+    assert record["status"] == "ok"
+    thinker = [c for c in fake.seen if "THINKER" in c.system]
+    assert len(thinker) == 2 and "cut off at the token limit" in thinker[1].input("format_error")
+
+    fake.rules = [("THINKER", cut), ("CRITIC_", {"agree": True})]
+    record = run_one(recipe_file, prompts, tmp_path, prompt="another prompt")
+    assert record["status"] == "failed" and record["error"]["raw"] == cut
+    assert "cut off" in record["error"]["message"]

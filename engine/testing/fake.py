@@ -21,6 +21,11 @@ _FIELD_RE = re.compile(r"^\d+\. `(\w+)` \(([^)]*)\)", re.M)
 Answer = dict | str | Callable[["FakeCall"], "dict | str"]
 
 
+class Cut(str):
+    """An answer text that the fake reports as cut off at max_tokens
+    (``finish_reason="length"``), like a real model that ran out of tokens."""
+
+
 class FakeCall:
     """What the fake saw in one request."""
 
@@ -113,7 +118,8 @@ class FakeEngine:
             values.update(answer)
             text = json.dumps(values)
         tokens_in, tokens_out = len((system + user).split()), len(text.split())
-        return Response(id=None, model=self.name, message=Message.assistant([TextPart(text)]), finish_reason="stop",
+        finish = "length" if isinstance(answer, Cut) else "stop"
+        return Response(id=None, model=self.name, message=Message.assistant([TextPart(text)]), finish_reason=finish,
                         usage=Usage(input_tokens=tokens_in, output_tokens=tokens_out,
                                     total_tokens=tokens_in + tokens_out))
 
