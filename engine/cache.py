@@ -10,6 +10,8 @@ or has the wrong shape is dropped and recomputed.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -167,9 +169,11 @@ class Cache:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         data = dict(summary, counters=asdict(self.counters))
-        tmp = self.directory / "last_run.json.tmp"
-        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-        tmp.replace(self.directory / "last_run.json")
+        # A temp name of its own: several processes may finish at once.
+        fd, tmp = tempfile.mkstemp(prefix="last_run.", suffix=".tmp", dir=self.directory)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+        os.replace(tmp, self.directory / "last_run.json")
 
     def last_run(self) -> dict | None:
         try:
