@@ -712,29 +712,17 @@ class RunDiff:
 
 
 def _read_run(path: str | Path, refusal: RefusalClassifier) -> dict[str, RecordSummary]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"run output {str(path)!r} not found")
+    from .records import iter_jsonl_records
+
     out: dict[str, RecordSummary] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise UserError(f"{path}:{number}: not valid JSON ({exc.msg}); run diffs read the JSONL "
-                                "written by `aidsafe run`") from None
-            if not isinstance(record, dict):
-                raise UserError(f"{path}:{number}: expected a JSON object (one record per line), "
-                                f"found {type(record).__name__}")
-            if record.get("id") in (None, ""):
-                raise UserError(f"{path}:{number}: record has no `id`; records are matched by id, "
-                                "so every line needs one (as `aidsafe run` writes them)")
-            rid = str(record["id"])
-            if rid in out:
-                raise UserError(f"{path}:{number}: duplicate id {rid!r}; ids must be unique to match records")
-            out[rid] = _summarize(rid, record, refusal)
+    for number, record in iter_jsonl_records(path, "run output"):
+        if record.get("id") in (None, ""):
+            raise UserError(f"{path}:{number}: record has no `id`; records are matched by id, "
+                            "so every line needs one (as `aidsafe run` writes them)")
+        rid = str(record["id"])
+        if rid in out:
+            raise UserError(f"{path}:{number}: duplicate id {rid!r}; ids must be unique to match records")
+        out[rid] = _summarize(rid, record, refusal)
     return out
 
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .records import iter_jsonl_records
 
 FORMATS = ("sft", "dpo", "hf", "parquet", "records")
 LAYOUTS = ("sft", "dpo")
@@ -195,22 +196,11 @@ def arrow_schema(layout: str, options: ExportOptions):
 
 def read_records(path: str | Path) -> Iterator[dict]:
     """Stream our output records (JSONL) from ``path``."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"records file {str(path)!r} not found")
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise UserError(f"{path}:{number}: not valid JSON ({exc.msg}); records files are the JSONL "
-                                "written by `aidsafe run`") from None
-            if not isinstance(record, dict) or "status" not in record:
-                raise UserError(f"{path}:{number}: not an aidsafe output record (no `status` field); to read the "
-                                "public AIDSAFE dataset use --from aidsafe")
-            yield record
+    for number, record in iter_jsonl_records(path):
+        if "status" not in record:
+            raise UserError(f"{path}:{number}: not an aidsafe output record (no `status` field); to read the "
+                            "public AIDSAFE dataset use --from aidsafe")
+        yield record
 
 
 def _aidsafe_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:

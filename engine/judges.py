@@ -568,23 +568,9 @@ def score_records(panel: JudgePanel, records: list[dict], names: list[str], work
 def read_records(path: str | Path) -> list[dict]:
     """Output records (JSONL) of ``aidsafe run``; a bad line is an error that
     names the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"records file {str(path)!r} not found")
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise UserError(f"{path}:{number}: not valid JSON ({exc.msg}); fix or remove the line") from None
-            if not isinstance(record, dict):
-                raise UserError(f"{path}:{number}: expected a JSON object (an output record), "
-                                f"found {type(record).__name__}")
-            records.append(record)
-    return records
+    from .records import iter_jsonl_records
+
+    return [record for _, record in iter_jsonl_records(path)]
 
 
 def write_records(path: str | Path, records: list[dict]) -> None:

@@ -92,6 +92,28 @@ def read_inputs(path: str | Path, field_name: str = "prompt", id_field: str | No
         index += 1
 
 
+def iter_jsonl_records(path: str | Path, what: str = "records file") -> Iterator[tuple[int, dict]]:
+    """Stream (line number, record) from a JSONL file of output records. A
+    missing file or a line that is not a JSON object is a :class:`UserError`
+    naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {str(path)!r} not found")
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise UserError(f"{path}:{number}: not valid JSON ({exc.msg}); records files are the JSONL "
+                                "written by `aidsafe run`") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{path}:{number}: expected a JSON object (one record per line), "
+                                f"found {type(record).__name__}")
+            yield number, record
+
+
 def count_inputs(path: str | Path) -> int:
     path = Path(path)
     if path.suffix.lower() == ".csv":

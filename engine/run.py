@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__
 import dspy
 
+from . import __version__
 from .cache import Cache
 from .compile import Program, compile_recipe
 from .errors import OutputParseError, UserError

@@ -10,8 +10,16 @@ import yaml
 from click.testing import CliRunner
 
 from engine.commands.diff import diff_command
-from engine.diff import (DEFAULT_REFUSAL, FieldChange, RefusalClassifier, diff_recipes, diff_runs, diff_values,
-                         looks_like_refusal, render)
+from engine.diff import (
+    DEFAULT_REFUSAL,
+    FieldChange,
+    RefusalClassifier,
+    diff_recipes,
+    diff_runs,
+    diff_values,
+    looks_like_refusal,
+    render,
+)
 from engine.errors import UserError
 from engine.inspect_models import inspection_models, spec_identity
 from engine.recipe import ModelSpec, load_recipe

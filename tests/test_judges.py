@@ -13,8 +13,16 @@ from engine.cache import Cache
 from engine.commands.evaluate import eval_command
 from engine.errors import RecipeError
 from engine.evaluation import bootstrap_difference, bootstrap_mean, compare, evaluate, summarize
-from engine.judges import (JudgePanel, Verdict, combine_orders, load_judges, parse_choice, parse_label, parse_score,
-                           render_cot)
+from engine.judges import (
+    JudgePanel,
+    Verdict,
+    combine_orders,
+    load_judges,
+    parse_choice,
+    parse_label,
+    parse_score,
+    render_cot,
+)
 from engine.report import Chart, Table, to_html, to_markdown
 
 from .conftest import ROOT, read_jsonl

@@ -8,25 +8,11 @@ stderr, so ``aidsafe eval out.jsonl > scores.md`` keeps a clean table.
 from __future__ import annotations
 
 import json
-from functools import wraps
 from pathlib import Path
 
 import click
 
-from ..errors import UserError
-
-
-def _user_errors(func):
-    """Bad input prints ``Error: ...`` and exits 1, without a traceback."""
-
-    @wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except UserError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
+from . import user_errors
 
 
 def _common(func):
@@ -77,7 +63,7 @@ def _emit(result, title: str, report_path: Path | None, json_path: Path | None, 
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where the *.scored.jsonl copies go (default: beside each input).")
 @_common
-@_user_errors
+@user_errors
 def eval_command(records, judge_model, metrics, pairwise, no_pairwise, output_dir, judges, judge_api_base, workers,
                  report_path, json_path, quiet, no_cache, cache_dir):
     """Score RECORDS (output of `aidsafe run`) with LLM judges.
@@ -116,7 +102,7 @@ def eval_command(records, judge_model, metrics, pairwise, no_pairwise, output_di
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write every item (prompt, answer, classification) as JSONL.")
 @_common
-@_user_errors
+@user_errors
 def bench_command(model, suite, limit, judge_model, api_base, api_key_env, max_tokens, shots, output_path, judges,
                   judge_api_base, workers, report_path, json_path, quiet, no_cache, cache_dir):
     """Evaluate MODEL (local:smoke, local:default, openai/NAME with --api-base,
