@@ -222,7 +222,10 @@ def _load_chain(path: Path, display: str, seen: list[str]) -> tuple[dict, dict, 
         file, line = located.where(("extends",))
         raise RecipeError([f"{file}:{line} extends: expected a path string, found {type(parent_ref).__name__}"],
                           source=display)
-    parent_path = paths.resolve_inside(parent_ref, path.parent, [paths.recipes_dir(), path.parent.resolve()],
+    base = path.parent
+    if not (base / parent_ref).is_file() and (paths.recipes_dir() / parent_ref).is_file():
+        base = paths.recipes_dir()  # `extends: aidsafe.yaml` from anywhere means the shipped recipe
+    parent_path = paths.resolve_inside(parent_ref, base, [paths.recipes_dir(), path.parent.resolve()],
                                        f"{display}: extends")
     parent_display = _display(parent_path)
     if parent_display in chain:

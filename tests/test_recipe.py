@@ -142,3 +142,9 @@ def test_extends_can_add_stages_at_the_end_or_after_one(recipe_file):
                       "bad.yaml")
     with pytest.raises(RecipeError, match=r"bad.yaml:3 stages.extra.after: no stage 'nowhere'"):
         load_recipe(bad)
+
+
+def test_a_recipe_anywhere_can_extend_a_shipped_one(recipe_file):
+    child = recipe_file("extends: aidsafe.yaml\nstages: {deliberation: {stop: {max_rounds: 1}}}\n", "mine.yaml")
+    recipe = load_recipe(child)
+    assert recipe.name == "mine" and recipe.stage("deliberation").stop["max_rounds"] == 1
