@@ -248,8 +248,9 @@ def _add_commands() -> None:
     from .commands.diff import diff_command
     from .commands.evaluate import bench_command, eval_command
     from .commands.export import export_command
+    from .commands.optimize import compare_command, optimize_command
 
-    for command in (diff_command, eval_command, bench_command, export_command):
+    for command in (diff_command, eval_command, bench_command, export_command, optimize_command, compare_command):
         main.add_command(command)
 
 
