@@ -51,6 +51,7 @@ from .errors import UserError
 from .evaluation import Interval, bootstrap_mean
 from .judges import JudgePanel, load_judges, run_tasks
 from .lm import ModelHandle, UsageMeter, build_models, metering
+from .progress import Progress
 from .recipe import ModelSpec
 from .registry import suggest
 
@@ -512,7 +513,7 @@ def run_benchmark(model: str, suite: str = "all", limit: int | None = None, judg
             result.classifier = "string match (fallback: no --judge-model; sees only refusal phrases at the start)"
         workers = workers or 1
         all_items = [item for name in sets for item in loaded[name]]
-        bar = _Bar(len(all_items) * (1 + (2 if panel else 0)), progress)
+        bar = Progress(len(all_items) * (1 + (2 if panel else 0)), progress, unit="call", desc="bench")
         try:
             with metering(result.usage):
                 answers = run_tasks([lambda it=it: ask(target, it.prompt, mmlu_max_tokens if it.expect == "answer"
@@ -571,23 +572,6 @@ def _item_record(item: BenchItem, answer: dict) -> dict:
             # with the judge can be checked.
             record["string_match"] = string_match_label(answer["response"])
     return record
-
-
-class _Bar:
-    def __init__(self, total: int, enabled: bool):
-        self._bar = None
-        if enabled and total:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, unit="call", desc="bench", dynamic_ncols=True)
-
-    def tick(self) -> None:
-        if self._bar is not None:
-            self._bar.update(1)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 def dataset_counts() -> dict[str, int]:

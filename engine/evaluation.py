@@ -28,6 +28,7 @@ from .errors import UserError
 from .judges import JudgePanel, PairVerdict, load_judges, read_records, run_tasks, score_records, write_records
 from .lm import UsageMeter, metering
 from .paths import default_cache_dir
+from .progress import Progress
 
 N_RESAMPLES = 2000
 CONFIDENCE = 0.95
@@ -347,7 +348,7 @@ def evaluate(paths: Sequence[str | Path], judges: str | Path = "judges", judge_m
     scales = [judge_set.judges[m].scale for m in metrics]
     result.scale = (min(s[0] for s in scales), max(s[1] for s in scales))
     total = sum(len(r) for r in record_sets) * len(metrics)
-    bar = _Bar(total + 2 * len(pair_names) * _shared_count(record_sets), progress)
+    bar = Progress(total + 2 * len(pair_names) * _shared_count(record_sets), progress, unit="call", desc="judging")
     scored_sets = []
     try:
         with metering(result.usage):
@@ -415,23 +416,6 @@ def _check_policy(records: list[dict], panel: JudgePanel, path, warnings: list[s
         warnings.append(f"{path}: records were generated under policy set {', '.join(names)} with a different "
                         f"text than {policy_set.name!r} ({policy_set.source}), which the faithfulness judges read; "
                         "set `policies:` in the judges file to the set the records used")
-
-
-class _Bar:
-    def __init__(self, total: int, enabled: bool):
-        self._bar = None
-        if enabled and total:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, unit="call", desc="judging", dynamic_ncols=True)
-
-    def tick(self) -> None:
-        if self._bar is not None:
-            self._bar.update(1)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 __all__ = [

@@ -29,12 +29,10 @@ name and moved into place, so a crash never leaves a half-written file.
 from __future__ import annotations
 
 import ast
-import csv
 import json
 import os
 import re
 import shutil
-import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -43,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .records import iter_jsonl_records
+from .records import iter_jsonl_records, iter_rows
 
 FORMATS = ("sft", "dpo", "hf", "parquet", "records")
 LAYOUTS = ("sft", "dpo")
@@ -206,24 +204,8 @@ def read_records(path: str | Path) -> Iterator[dict]:
 def _aidsafe_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
     """(row number, row or None, why unusable) from CSV, JSONL, JSON or parquet."""
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        # The public dataset's CoT and deliberation-log cells are long.
-        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-        with open(path, newline="", encoding="utf-8") as handle:
-            for number, row in enumerate(csv.DictReader(handle), 2):
-                yield number, row, None
-    elif suffix in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError as exc:
-                    yield number, None, f"line {number}: not valid JSON ({exc.msg})"
-                    continue
-                yield (number, row, None) if isinstance(row, dict) else \
-                    (number, None, f"line {number}: expected a JSON object, found {type(row).__name__}")
+    if suffix in (".csv", ".jsonl", ".ndjson"):
+        yield from iter_rows(path)
     elif suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

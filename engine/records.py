@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,9 +35,13 @@ class InputRecord:
     error: str | None = None  # why the row is unusable
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+def iter_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(row number, row or None, why the row is unusable) from a CSV or JSONL
+    file; a bad row is reported, never skipped."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
+        # Prompt sets and datasets with long CoT cells exceed csv's default limit.
+        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
         with open(path, newline="", encoding="utf-8") as handle:
             for number, row in enumerate(csv.DictReader(handle), 2):
                 yield number, row, None
@@ -66,7 +71,7 @@ def read_inputs(path: str | Path, field_name: str = "prompt", id_field: str | No
         raise UserError(f"input file {str(path)!r} not found")
     seen: set[str] = set()
     index = 0
-    for number, row, error in _rows(path):
+    for number, row, error in iter_rows(path):
         if limit is not None and index >= limit:
             return
         if row is not None and id_field and row.get(id_field) not in (None, ""):

@@ -19,6 +19,7 @@ from .compile import Program, compile_recipe
 from .errors import OutputParseError, UserError
 from .lm import ModelUsage, UsageMeter, build_models, metering
 from .paths import default_cache_dir
+from .progress import Progress
 from .recipe import Recipe, load_recipe
 from .records import InputRecord, Journal, count_inputs, read_inputs
 
@@ -221,7 +222,7 @@ def run(recipe: Recipe | str | Path, input_path: str | Path, output_path: str | 
     order: list[str] = []
     workers = options.workers or min((h.spec.concurrency or 1) for h in program.models.values())
     total = count_inputs(input_path) if options.limit is None else min(options.limit, count_inputs(input_path))
-    bar = _progress(total, options.progress)
+    bar = Progress(total, options.progress, unit="rec", desc="aidsafe")
     stop = False
     pending: set[Future] = set()
 
@@ -241,7 +242,7 @@ def run(recipe: Recipe | str | Path, input_path: str | Path, output_path: str | 
                 stop = True
         if on_record:
             on_record(record)
-        bar.update(1)
+        bar.tick()
 
     def drain(block_until: int) -> None:
         while len(pending) > block_until:
@@ -267,7 +268,7 @@ def run(recipe: Recipe | str | Path, input_path: str | Path, output_path: str | 
                     prev["status"] != "failed" or not options.retry_failed):
                 summary.resumed += 1
                 summary.statuses[prev["status"]] += 1
-                bar.update(1)
+                bar.tick()
                 continue
             drain(2 * max(1, workers) - 1)  # bounded in flight: memory does not grow with the input
             pending.add(executor.submit(item))
@@ -297,19 +298,3 @@ def _reason(error: dict) -> str:
         message = str(error.get("message", ""))
         return message.split(": ", 1)[1].split(" (")[0].split(";")[0][:60] if ": " in message else message[:60]
     return f"in stage {error.get('stage')}" if error.get("stage") else str(error.get("message", ""))[:60]
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="rec", desc="aidsafe", dynamic_ncols=True, leave=True)
