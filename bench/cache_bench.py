@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import tempfile
 import time
@@ -41,6 +40,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import XSTEST, machine_line  # noqa: E402
 
 from engine import RunOptions, run  # noqa: E402
 from engine.records import Journal  # noqa: E402
@@ -48,18 +50,9 @@ from engine.run import prepare  # noqa: E402
 from engine.testing.mock_server import MockOpenAIServer  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "aidsafe.yaml"
-XSTEST = ROOT.parent / "shared" / "data" / "xstest" / "xstest_prompts.csv"
 WARM_SPEEDUP_TARGET = 50.0
 
 
-def machine_line() -> str:
-    """CPU count and load average: other work on a small machine skews every
-    figure, so the output says how busy the machine was."""
-    try:
-        load = "/".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        load = "n/a"
-    return f"machine: {os.cpu_count()} CPU(s), load average (1/5/15 min) {load}"
 
 
 @dataclass

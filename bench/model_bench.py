@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -38,7 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import XSTEST, machine_line  # noqa: E402
 from dspy.lm15 import Config, Message, Request  # noqa: E402
 
 from engine import Cache, RunOptions, run  # noqa: E402
@@ -47,7 +48,6 @@ from engine.paths import default_cache_dir  # noqa: E402
 from engine.recipe import ModelSpec  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "aidsafe.yaml"
-XSTEST = ROOT.parent / "shared" / "data" / "xstest" / "xstest_prompts.csv"
 
 # Short, ordinary prompts: generation speed, not quality, is measured here.
 GEN_PROMPTS = [
@@ -57,14 +57,6 @@ GEN_PROMPTS = [
 ]
 
 
-def machine_line() -> str:
-    """CPU count and load average: other work on a small machine skews every
-    figure, so the output says how busy the machine was."""
-    try:
-        load = "/".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        load = "n/a"
-    return f"machine: {os.cpu_count()} CPU(s), load average (1/5/15 min) {load}"
 
 
 def pick_prompts(n: int, source: Path) -> list[dict]:

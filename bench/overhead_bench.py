@@ -38,7 +38,6 @@ import csv
 import difflib
 import hashlib
 import json
-import os
 import re
 import shutil
 import statistics
@@ -54,27 +53,21 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dspy
+from _common import XSTEST, machine_line  # noqa: E402
 
 from engine import RunOptions, load_recipe, run
 from engine.testing import mock_server
 from engine.testing.mock_server import MockOpenAIServer
 
 RECIPE = ROOT / "recipes" / "aidsafe.yaml"
-XSTEST = ROOT.parent / "shared" / "data" / "xstest" / "xstest_prompts.csv"
 RATIO_TARGET = 1.05
 
 
 # ----------------------------------------------------------------- harness
 
-def machine_line() -> str:
-    """CPU count and load average: other work on a small machine skews every figure."""
-    try:
-        load = "/".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        load = "n/a"
-    return f"machine: {os.cpu_count()} CPU(s), load average (1/5/15 min) {load}"
 
 
 def fix_mock_nagle(enabled: bool = True) -> str:
