@@ -27,7 +27,6 @@ Exit status is 0 whenever the runs complete, even if a target is missed
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import tempfile
@@ -42,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import XSTEST, machine_line  # noqa: E402
+from _common import XSTEST, load_prompts, machine_line  # noqa: E402
 
 from engine import RunOptions, run  # noqa: E402
 from engine.records import Journal  # noqa: E402
@@ -72,27 +71,6 @@ class Measured:
         return Counter({s: self.reached[s] - self.computed[s] for s in self.reached})
 
 
-def load_prompts(n: int, source: Path | None) -> list[dict]:
-    """``n`` input rows: real XSTest prompts first; if more are asked for than
-    the file has, numbered variants of them (each prompt stays distinct, so
-    every record has its own stage keys)."""
-    base: list[dict] = []
-    if source is not None and source.is_file():
-        with open(source, newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                if row.get("prompt"):
-                    base.append({"id": f"xstest-{row.get('id') or len(base) + 1}", "prompt": row["prompt"]})
-    if not base:
-        base = [{"id": f"gen-{i}", "prompt": f"How do I safely dispose of old batteries, case {i}?"} for i in range(1, 51)]
-    rows = []
-    for i in range(n):
-        row = base[i % len(base)]
-        cycle = i // len(base)
-        if cycle == 0:
-            rows.append(dict(row))
-        else:
-            rows.append({"id": f"{row['id']}-v{cycle}", "prompt": f"{row['prompt']} (variant {cycle})"})
-    return rows
 
 
 def write_recipe(path: Path, url: str, refiner_suffix: str = "") -> None:

@@ -34,7 +34,6 @@ shared by the other scripts in ``bench/`` (throughput, memory, fault).
 from __future__ import annotations
 
 import argparse
-import csv
 import difflib
 import hashlib
 import json
@@ -56,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dspy
-from _common import XSTEST, machine_line  # noqa: E402
+from _common import XSTEST, load_prompts, machine_line  # noqa: E402
 
 from engine import RunOptions, load_recipe, run
 from engine.testing import mock_server
@@ -87,24 +86,6 @@ def fix_mock_nagle(enabled: bool = True) -> str:
     return "mock server: Nagle turned off by this bench (workaround for ~40 ms delayed-ACK stall per call)"
 
 
-def load_prompts(n: int, source: Path | None) -> list[dict]:
-    """``n`` input rows: XSTest prompts first, then numbered variants of them
-    (every prompt stays distinct)."""
-    base: list[dict] = []
-    if source is not None and source.is_file():
-        with open(source, newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                if row.get("prompt"):
-                    base.append({"id": f"xstest-{row.get('id') or len(base) + 1}", "prompt": row["prompt"]})
-    if not base:
-        base = [{"id": f"gen-{i}", "prompt": f"How do I safely dispose of old batteries, case {i}?"} for i in range(1, 51)]
-    rows = []
-    for i in range(n):
-        row = base[i % len(base)]
-        cycle = i // len(base)
-        rows.append(dict(row) if cycle == 0 else
-                    {"id": f"{row['id']}-v{cycle}", "prompt": f"{row['prompt']} (variant {cycle})"})
-    return rows
 
 
 def write_inputs(path: Path, rows: list[dict]) -> None:

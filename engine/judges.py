@@ -44,8 +44,8 @@ from .lm import ModelHandle, build_models
 from .policies import PolicySet, load_policy_set
 from .recipe import AgentSpec, FieldSpec, ModelSpec
 from .registry import suggest
-from .schema import validate_document
-from .yamlio import Located, format_path, load_yaml_file
+from .schema import raise_located, validate_document
+from .yamlio import Located, load_yaml_file
 
 KINDS = ("pointwise", "pairwise", "label", "rubric")
 INPUTS = ("query", "cot", "response", "policies")
@@ -187,13 +187,7 @@ def load_judges(ref: str | Path = "judges") -> JudgeSet:
                            f"{type(located.data).__name__}"], source=display)
     validate_document(located, "judges.schema.json")
     data = located.data
-    problems = _problems(data, located)
-    if problems:
-        texts = []
-        for key_path, message in sorted(problems, key=lambda item: located.where(item[0])[1]):
-            file, line = located.where(key_path)
-            texts.append(f"{file}:{line} {format_path(key_path)}: {message}")
-        raise RecipeError(texts, source=display)
+    raise_located(_problems(data, located), located, display)
     models = {name: ModelSpec.from_dict(name, spec) for name, spec in data["models"].items()}
     judges = {}
     for name, raw in data["judges"].items():

@@ -16,8 +16,8 @@ from . import paths
 from .errors import RecipeError, UserError
 from .hashing import sha256_of
 from .registry import suggest
-from .schema import schema_problems
-from .yamlio import Located, PathKey, format_path, load_yaml_file
+from .schema import raise_located, schema_problems
+from .yamlio import Located, PathKey, load_yaml_file
 
 FIELD_TYPES = ("str", "list[str]", "bool", "int", "float", "dict")
 
@@ -383,13 +383,7 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError([text for _, text in problems], source=display)
     # Policy paths are relative to the recipe that is loaded.
     located_for_checks = Located(data=data, lines=lines, file=str(path))
-    semantic = _semantic_problems(data, located_for_checks)
-    if semantic:
-        texts = []
-        for key_path, message in sorted(semantic, key=lambda item: located.where(item[0])[1]):
-            file, line = located.where(key_path)
-            texts.append(f"{file}:{line} {format_path(key_path)}: {message}")
-        raise RecipeError(texts, source=display)
+    raise_located(_semantic_problems(data, located_for_checks), located, display)
     return _build(path.resolve(), data, located, chain)
 
 

@@ -109,3 +109,15 @@ def validate_document(located: Located, schema_name: str) -> None:
     problems = schema_problems(located, schema_name)
     if problems:
         raise RecipeError([text for _, text in problems], source=located.file)
+
+
+def raise_located(problems: list[tuple[tuple, str]], located: Located, source: str) -> None:
+    """Raise :class:`RecipeError` for (json path, message) problems found
+    after schema validation, each prefixed with its file and line, in line order."""
+    if not problems:
+        return
+    texts = []
+    for key_path, message in sorted(problems, key=lambda item: located.where(item[0])[1]):
+        file, line = located.where(key_path)
+        texts.append(f"{file}:{line} {format_path(key_path)}: {message}")
+    raise RecipeError(texts, source=source)

