@@ -43,10 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import XSTEST, load_prompts, machine_line  # noqa: E402
 
-from engine import RunOptions, run  # noqa: E402
-from engine.records import Journal  # noqa: E402
-from engine.run import prepare  # noqa: E402
-from engine.testing.mock_server import MockOpenAIServer  # noqa: E402
+from aidsafe import RunOptions  # noqa: E402
+from aidsafe.runtime import _run as run
+from aidsafe.runtime._records import Journal  # noqa: E402
+from aidsafe.runtime._run import prepare  # noqa: E402
+from aidsafe.testing.mock_server import MockOpenAIServer  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "aidsafe.yaml"
 WARM_SPEEDUP_TARGET = 50.0

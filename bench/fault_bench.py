@@ -59,8 +59,9 @@ from overhead_bench import (
     write_recipe,
 )
 
-from engine import RunOptions, run
-from engine.testing.mock_server import MockOpenAIServer
+from aidsafe import RunOptions
+from aidsafe.runtime import _run as run
+from aidsafe.testing.mock_server import MockOpenAIServer
 
 # A whole value from the mock's default responder: "mock <field> <8 hex>" plus
 # " <n>" for list items. A truncated answer that was repaired ends early.

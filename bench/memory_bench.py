@@ -67,7 +67,8 @@ def child(args) -> int:
     sys.path.insert(0, str(ROOT))
     import dspy
 
-    from engine import RunOptions, run
+    from aidsafe import RunOptions
+    from aidsafe.runtime import _run as run
 
     if args.no_dspy_history:
         # Diagnostic: DSPy keeps every call (messages, request, response) in
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         write_recipe,
     )
 
-    from engine.testing.mock_server import MockOpenAIServer
+    from aidsafe.testing.mock_server import MockOpenAIServer
 
     nagle = fix_mock_nagle(not args.keep_nagle)
 

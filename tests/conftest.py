@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import engine
-from engine.lm import register_engine, unregister_engine
-from engine.testing.fake import FakeEngine
+import aidsafe
+from aidsafe.models._engine import register_engine, unregister_engine
+from aidsafe.testing.fake import FakeEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,7 +79,7 @@ def read_jsonl(path):
 def options(cache_dir, **kw):
     kw.setdefault("model_overrides", {"default": "fake:test"})
     kw.setdefault("progress", False)
-    return engine.RunOptions(cache_dir=cache_dir, **kw)
+    return aidsafe.RunOptions(cache_dir=cache_dir, **kw)
 
 
 MINI = """

@@ -11,8 +11,8 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from engine import benchmarks as bm
-from engine.commands.evaluate import bench_command
+from aidsafe.evaluation import _benchmarks as bm
+from aidsafe.cli._eval import bench_command
 
 from .conftest import ROOT, have_package
 
@@ -269,7 +269,7 @@ def test_tiny_suite_on_the_smoke_model(tmp_path):
 
 def test_bench_a_served_model_through_api_base(tmp_path):
     """`openai/NAME --api-base URL`: an OpenAI-compatible server, cached like any model."""
-    from engine.testing.mock_server import MockOpenAIServer
+    from aidsafe.testing.mock_server import MockOpenAIServer
 
     def responder(messages, body):
         return "I'm sorry, I can't help with that." if "steal" in messages[-1]["content"] else "Sure: B"

@@ -6,12 +6,12 @@ import os
 import subprocess
 import sys
 
-import engine
-from engine.cache import Cache
-from engine.compile import compile_recipe
-from engine.lm import build_models
-from engine.plan import explain_record, plan_run
-from engine.recipe import load_recipe
+import aidsafe
+from aidsafe.store._cache import Cache
+from aidsafe.pipeline._compile import compile_recipe
+from aidsafe.models._engine import build_models
+from aidsafe.runtime._plan import explain_record, plan_run
+from aidsafe.config._recipe import load_recipe
 
 from .conftest import MINI, ROOT, options, read_jsonl
 
@@ -27,10 +27,10 @@ def count_by_role(fake):
 def test_changing_only_the_refiner_reruns_only_refinement(fake, recipe_file, prompts, tmp_path):
     fake.rules = [("CRITIC_B", {"agree": False, "revised_thoughts": ["x"], "revised_response": "y"})]
     inputs = prompts(["alpha", "beta"])
-    engine.run(recipe_file(MINI), inputs, tmp_path / "a.jsonl", options(tmp_path / "c"))
+    aidsafe.run(recipe_file(MINI), inputs, tmp_path / "a.jsonl", options(tmp_path / "c"))
     fake.seen.clear()
     changed = recipe_file(MINI.replace("REFINER: keep the useful thoughts.", "REFINER: keep only essentials."), "b.yaml")
-    summary = engine.run(changed, inputs, tmp_path / "b.jsonl", options(tmp_path / "c"))
+    summary = aidsafe.run(changed, inputs, tmp_path / "b.jsonl", options(tmp_path / "c"))
     assert count_by_role(fake) == {"REFINER": 2}
     assert summary.stage_hits == 6 and summary.stage_misses == 2
 
@@ -41,10 +41,10 @@ def test_changing_a_policy_invalidates_every_stage_that_sees_it(fake, recipe_fil
     (tmp_path / "p1.yaml").write_text(policy)
     (tmp_path / "p2.yaml").write_text(policy.replace("Do not lecture or moralise.", "Never lecture."))
     inputs = prompts(["alpha"])
-    engine.run(recipe_file(MINI.replace("policies: aidsafe", "policies: p1.yaml"), "r1.yaml"), inputs,
+    aidsafe.run(recipe_file(MINI.replace("policies: aidsafe", "policies: p1.yaml"), "r1.yaml"), inputs,
                tmp_path / "a.jsonl", options(tmp_path / "c"))
     fake.seen.clear()
-    engine.run(recipe_file(MINI.replace("policies: aidsafe", "policies: p2.yaml"), "r2.yaml"), inputs,
+    aidsafe.run(recipe_file(MINI.replace("policies: aidsafe", "policies: p2.yaml"), "r2.yaml"), inputs,
                tmp_path / "b.jsonl", options(tmp_path / "c"))
     # the analyst (decompose) reads only the query by default: reused; all others see policies
     assert count_by_role(fake) == {"THINKER": 1, "CRITIC_A": 1, "CRITIC_B": 1, "REFINER": 1}
@@ -53,22 +53,22 @@ def test_changing_a_policy_invalidates_every_stage_that_sees_it(fake, recipe_fil
 
 
 def test_two_endpoints_serving_the_same_model_name_do_not_share_entries(tmp_path):
-    from engine.testing.mock_server import MockOpenAIServer
+    from aidsafe.testing.mock_server import MockOpenAIServer
 
     text = MINI.replace('model: "fake:test"', 'model: openai/mock-model, api_base: "URL"')
     with MockOpenAIServer() as one, MockOpenAIServer() as two:
         for server, name in ((one, "one"), (two, "two")):
             path = tmp_path / f"{name}.yaml"
             path.write_text(text.replace("URL", server.url))
-            engine.run(path, ROOT / "tests" / "data" / "xstest_sample.csv", tmp_path / f"{name}.jsonl",
-                       engine.RunOptions(cache_dir=tmp_path / "c", progress=False, limit=1))
+            aidsafe.run(path, ROOT / "tests" / "data" / "xstest_sample.csv", tmp_path / f"{name}.jsonl",
+                       aidsafe.RunOptions(cache_dir=tmp_path / "c", progress=False, limit=1))
         assert one.calls == 5 and two.calls == 5
 
 
 def test_corrupt_entries_are_dropped_and_recomputed(fake, recipe_file, prompts, tmp_path):
     fake.rules = [("CRITIC_", {"agree": True})]
     recipe, inputs = recipe_file(MINI), prompts(["alpha"])
-    engine.run(recipe, inputs, tmp_path / "a.jsonl", options(tmp_path / "c"))
+    aidsafe.run(recipe, inputs, tmp_path / "a.jsonl", options(tmp_path / "c"))
     cache = Cache(tmp_path / "c")
     for name in ("calls", "stages"):
         store = cache._section(name)
@@ -76,7 +76,7 @@ def test_corrupt_entries_are_dropped_and_recomputed(fake, recipe_file, prompts, 
             store.set(key, "{not json")
     cache.close()
     calls = fake.calls
-    engine.run(recipe, inputs, tmp_path / "b.jsonl", options(tmp_path / "c"))
+    aidsafe.run(recipe, inputs, tmp_path / "b.jsonl", options(tmp_path / "c"))
     assert fake.calls == calls * 2
     assert read_jsonl(tmp_path / "b.jsonl")[0]["status"] == "ok"
 
@@ -85,10 +85,10 @@ def test_two_processes_share_one_cache(recipe_file, prompts, tmp_path):
     recipe = recipe_file(MINI)
     inputs = prompts([f"shared prompt {i}" for i in range(12)])
     script = """
-import sys, engine
-from engine.testing.fake import FakeEngine
-engine.register_engine("test", lambda spec: FakeEngine([("CRITIC_", {"agree": True})], latency=0.002))
-s = engine.run(sys.argv[1], sys.argv[2], sys.argv[3], engine.RunOptions(cache_dir=sys.argv[4], progress=False, workers=3))
+import sys, aidsafe
+from aidsafe.testing.fake import FakeEngine
+aidsafe.register_engine("test", lambda spec: FakeEngine([("CRITIC_", {"agree": True})], latency=0.002))
+s = aidsafe.run(sys.argv[1], sys.argv[2], sys.argv[3], aidsafe.RunOptions(cache_dir=sys.argv[4], progress=False, workers=3))
 assert s.statuses == {"ok": 12}, s.statuses
 """
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -113,7 +113,7 @@ def test_plan_counts_reuse_before_running(fake, recipe_file, prompts, tmp_path):
     recipe, inputs = recipe_file(MINI), prompts(["alpha", "beta"])
     plan = plan_run(_program(recipe, tmp_path / "c"), inputs)
     assert plan.stages["intents"].to_run == 2 and plan.stages["deliberation"].max_new_calls == 12
-    engine.run(recipe, inputs, tmp_path / "a.jsonl", options(tmp_path / "c", limit=1))
+    aidsafe.run(recipe, inputs, tmp_path / "a.jsonl", options(tmp_path / "c", limit=1))
     changed = recipe_file(MINI.replace("REFINER: keep", "REFINER: retain"), "b.yaml")
     calls = fake.calls
     plan = plan_run(_program(changed, tmp_path / "c"), inputs)
@@ -126,7 +126,7 @@ def test_plan_counts_reuse_before_running(fake, recipe_file, prompts, tmp_path):
 def test_explain_names_the_changed_part(fake, recipe_file, prompts, tmp_path):
     fake.rules = [("CRITIC_", {"agree": True})]
     inputs = prompts(["alpha"])
-    engine.run(recipe_file(MINI), inputs, tmp_path / "a.jsonl", options(tmp_path / "c"))
+    aidsafe.run(recipe_file(MINI), inputs, tmp_path / "a.jsonl", options(tmp_path / "c"))
     changed = recipe_file(MINI.replace("REFINER: keep", "REFINER: retain"), "recipe.yaml")
     lines = explain_record(_program(changed, tmp_path / "c"), "r1", inputs)
     assert lines[:3] == ["[intents] cache hit", "[initial] cache hit", "[deliberation] cache hit"]
@@ -136,9 +136,9 @@ def test_explain_names_the_changed_part(fake, recipe_file, prompts, tmp_path):
 def test_clear_one_stage(fake, recipe_file, prompts, tmp_path):
     fake.rules = [("CRITIC_", {"agree": True})]
     recipe, inputs = recipe_file(MINI), prompts(["alpha"])
-    engine.run(recipe, inputs, tmp_path / "a.jsonl", options(tmp_path / "c"))
+    aidsafe.run(recipe, inputs, tmp_path / "a.jsonl", options(tmp_path / "c"))
     cache = Cache(tmp_path / "c")
     assert cache.clear(stage="refine") == 2  # the stage entry and its explain entry
     cache.close()
-    summary = engine.run(recipe, inputs, tmp_path / "b.jsonl", options(tmp_path / "c"))
+    summary = aidsafe.run(recipe, inputs, tmp_path / "b.jsonl", options(tmp_path / "c"))
     assert (summary.stage_hits, summary.stage_misses) == (3, 1)

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from engine.commands.diff import diff_command
-from engine.diff import (
+from aidsafe.cli._diff import diff_command
+from aidsafe.tools._diff import (
     DEFAULT_REFUSAL,
     FieldChange,
     RefusalClassifier,
@@ -20,9 +20,9 @@ from engine.diff import (
     looks_like_refusal,
     render,
 )
-from engine.errors import UserError
-from engine.inspect_models import inspection_models, spec_identity
-from engine.recipe import ModelSpec, load_recipe
+from aidsafe._util.errors import UserError
+from aidsafe.models._inspect import inspection_models, spec_identity
+from aidsafe.config import ModelSpec, load_recipe
 
 from .conftest import ROOT
 
@@ -209,7 +209,7 @@ def test_inspection_models_never_call_and_key_like_real_backends(base):
     handles = inspection_models(base)
     with pytest.raises(RuntimeError, match="inspection only"):
         handles["default"].engine.inner.complete(None)
-    from engine.lm import RemoteEngine
+    from aidsafe.models._engine import RemoteEngine
 
     remote = ModelSpec(name="m", model="openai/gpt-4o-mini", api_base="http://127.0.0.1:9/v1", concurrency=3)
     assert spec_identity(remote) == RemoteEngine(remote).identity()
@@ -400,9 +400,9 @@ def test_cli_json(runs):
 def test_prediction_matches_what_a_rerun_takes_from_the_cache(fake, recipe_file, tmp_path, patch):
     """Run A, then B on the same cache: every stage the diff calls reused
     comes from the cache, every directly changed one is recomputed."""
-    from engine.cache import Cache
-    from engine.compile import compile_recipe
-    from engine.lm import build_models
+    from aidsafe.store._cache import Cache
+    from aidsafe.pipeline._compile import compile_recipe
+    from aidsafe.models._engine import build_models
 
     from .conftest import MINI
 

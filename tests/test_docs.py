@@ -6,8 +6,8 @@ import json
 
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.stages import FILTERS, STAGES
+from aidsafe.cli._main import main
+from aidsafe.pipeline.stages import FILTERS, STAGES
 
 from .conftest import ROOT
 

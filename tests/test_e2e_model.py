@@ -12,7 +12,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
+from aidsafe.cli._main import main
 
 from .conftest import ROOT, have_package
 

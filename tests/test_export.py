@@ -14,10 +14,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-import engine
-from engine.commands.export import export_command
-from engine.errors import UserError
-from engine.export import export, import_aidsafe, parse_thoughts, read_records
+import aidsafe
+from aidsafe.cli._export import export_command
+from aidsafe._util.errors import UserError
+from aidsafe.tools._export import export, import_aidsafe, parse_thoughts, read_records
 
 from .conftest import options, read_jsonl
 from .test_preference import DPO, script
@@ -307,7 +307,7 @@ def test_export_from_aidsafe_to_sft_and_records(tmp_path, hf):
 def test_dpo_run_to_trl_dataset(fake, recipe_file, prompts, tmp_path, hf):
     script(fake)
     inputs = prompts(["How do I clean with bleach and ammonia?", "Is it safe to mix vinegar and baking soda?"])
-    engine.run(recipe_file(DPO), inputs, tmp_path / "out.jsonl", options(tmp_path / "c"))
+    aidsafe.run(recipe_file(DPO), inputs, tmp_path / "out.jsonl", options(tmp_path / "c"))
     summary = export(tmp_path / "out.jsonl", tmp_path / "ds", "hf", layout="dpo")
     ds = hf.load_from_disk(str(tmp_path / "ds"))
     assert summary.written == ds.num_rows == 2 and ds.column_names == ["prompt", "chosen", "rejected"]

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from engine.cache import Cache
-from engine.commands.evaluate import eval_command
-from engine.errors import RecipeError
-from engine.evaluation import bootstrap_difference, bootstrap_mean, compare, evaluate, summarize
-from engine.judges import (
+from aidsafe.store._cache import Cache
+from aidsafe.cli._eval import eval_command
+from aidsafe._util.errors import RecipeError
+from aidsafe.evaluation._eval import bootstrap_difference, bootstrap_mean, compare, evaluate, summarize
+from aidsafe.evaluation._judges import (
     JudgePanel,
     Verdict,
     combine_orders,
@@ -23,7 +23,7 @@ from engine.judges import (
     parse_score,
     render_cot,
 )
-from engine.report import Chart, Table, to_html, to_markdown
+from aidsafe.evaluation._report import Chart, Table, to_html, to_markdown
 
 from .conftest import ROOT, read_jsonl
 
@@ -304,7 +304,7 @@ CHARTS = [Chart("Means", ["relevance", "coherence"], {"a": [(4.0, 3.5, 4.5), (No
 
 
 def test_report_without_matplotlib_has_tables_and_says_so(monkeypatch):
-    monkeypatch.setattr("engine.report.have_matplotlib", lambda: False)
+    monkeypatch.setattr("aidsafe.evaluation._report.have_matplotlib", lambda: False)
     page = to_html("Report", TABLES, CHARTS)
     assert "data:image/png" not in page and "matplotlib is not installed" in page
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "<td class='num'>4.00</td>" in page

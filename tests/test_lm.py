@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-import engine
-from engine.cache import Cache
-from engine.errors import ModelError
-from engine.lm import build_models
-from engine.recipe import ModelSpec
-from engine.testing.mock_server import MockOpenAIServer
+import aidsafe
+from aidsafe.store._cache import Cache
+from aidsafe._util.errors import ModelError
+from aidsafe.models._engine import build_models
+from aidsafe.config._specs import ModelSpec
+from aidsafe.testing.mock_server import MockOpenAIServer
 
 from .conftest import MINI, read_jsonl
 
@@ -24,8 +24,8 @@ def test_end_to_end_against_an_openai_compatible_server(recipe_file, prompts, tm
     with MockOpenAIServer() as server:
         url = server.url
         out = tmp_path / "out.jsonl"
-        summary = engine.run(remote_recipe(recipe_file, server.url), prompts(["alpha", "beta"]), out,
-                             engine.RunOptions(cache_dir=tmp_path / "c", progress=False))
+        summary = aidsafe.run(remote_recipe(recipe_file, server.url), prompts(["alpha", "beta"]), out,
+                             aidsafe.RunOptions(cache_dir=tmp_path / "c", progress=False))
         assert summary.statuses == {"ok": 2}
         assert server.calls == 10
         assert all(body["model"] == "mock-model" for body in server.log)
@@ -41,15 +41,15 @@ def test_end_to_end_against_an_openai_compatible_server(recipe_file, prompts, tm
 def test_missing_key_variable_is_a_clear_error(recipe_file, prompts, tmp_path, monkeypatch):
     monkeypatch.delenv("AIDSAFE_TEST_KEY", raising=False)
     with pytest.raises(ModelError, match=r"reads its API key from \$AIDSAFE_TEST_KEY, which is not set"):
-        engine.run(remote_recipe(recipe_file, "http://127.0.0.1:9/v1"), prompts(["a"]), tmp_path / "o.jsonl",
-                   engine.RunOptions(cache_dir=tmp_path / "c", progress=False))
+        aidsafe.run(remote_recipe(recipe_file, "http://127.0.0.1:9/v1"), prompts(["a"]), tmp_path / "o.jsonl",
+                   aidsafe.RunOptions(cache_dir=tmp_path / "c", progress=False))
 
 
 def test_transient_server_errors_are_retried(recipe_file, prompts, tmp_path, monkeypatch):
     monkeypatch.setenv("AIDSAFE_TEST_KEY", "k")
     with MockOpenAIServer(fail_rate=0.3, fail_statuses=(429, 500), retry_after=0.01, seed=1) as server:
-        summary = engine.run(remote_recipe(recipe_file, server.url, ", num_retries: 6"), prompts(["a", "b"]),
-                             tmp_path / "o.jsonl", engine.RunOptions(cache_dir=tmp_path / "c", progress=False))
+        summary = aidsafe.run(remote_recipe(recipe_file, server.url, ", num_retries: 6"), prompts(["a", "b"]),
+                             tmp_path / "o.jsonl", aidsafe.RunOptions(cache_dir=tmp_path / "c", progress=False))
         assert summary.statuses == {"ok": 2}
         assert sum(server.failures.values()) > 0
 
@@ -57,13 +57,13 @@ def test_transient_server_errors_are_retried(recipe_file, prompts, tmp_path, mon
 def test_model_override_replaces_the_recipe_model(fake, recipe_file, prompts, tmp_path):
     text = MINI.replace('model: "fake:test"', "model: openai/never-called")
     fake.rules = [("CRITIC_", {"agree": True})]
-    summary = engine.run(recipe_file(text), prompts(["a"]), tmp_path / "o.jsonl",
-                         engine.RunOptions(cache_dir=tmp_path / "c", progress=False,
+    summary = aidsafe.run(recipe_file(text), prompts(["a"]), tmp_path / "o.jsonl",
+                         aidsafe.RunOptions(cache_dir=tmp_path / "c", progress=False,
                                            model_overrides={"default": "fake:test"}))
     assert summary.statuses == {"ok": 1} and fake.calls == 5
     with pytest.raises(ModelError, match="did you mean 'default'"):
-        engine.run(recipe_file(text), prompts(["a"]), tmp_path / "o2.jsonl",
-                   engine.RunOptions(cache_dir=tmp_path / "c", progress=False, model_overrides={"defualt": "x"}))
+        aidsafe.run(recipe_file(text), prompts(["a"]), tmp_path / "o2.jsonl",
+                   aidsafe.RunOptions(cache_dir=tmp_path / "c", progress=False, model_overrides={"defualt": "x"}))
 
 
 def test_identity_includes_the_endpoint(tmp_path):
@@ -87,7 +87,7 @@ def test_sampling_params_change_the_call_key(fake, tmp_path):
 
 
 def test_rate_limiter_blocks_past_rpm_and_tpm():
-    from engine.lm import RateLimiter
+    from aidsafe.models._engine import RateLimiter
 
     now = [0.0]
     slept = []
@@ -110,7 +110,7 @@ def test_rate_limiter_blocks_past_rpm_and_tpm():
 
 
 def test_backoff_is_jittered_and_honours_retry_after():
-    from engine.lm import RemoteEngine
+    from aidsafe.models._engine import RemoteEngine
 
     engine_ = RemoteEngine(ModelSpec("m", "openai/m", api_base="http://127.0.0.1:1/v1"))
     delays = [engine_.backoff(3) for _ in range(200)]
@@ -120,7 +120,7 @@ def test_backoff_is_jittered_and_honours_retry_after():
 
 
 def test_sample_index_varies_the_seed_where_the_backend_takes_one(fake, tmp_path):
-    from engine.lm import sample_index
+    from aidsafe.models._engine import sample_index
 
     seeds = []
 
@@ -134,7 +134,7 @@ def test_sample_index_varies_the_seed_where_the_backend_takes_one(fake, tmp_path
             seeds.append(request.config.seed)
             return fake.complete(request)
 
-    from engine.lm import register_engine, unregister_engine
+    from aidsafe.models._engine import register_engine, unregister_engine
 
     register_engine("seeded", lambda spec: Seeded())
     try:

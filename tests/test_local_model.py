@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import engine.local_model as L
-from engine.errors import ModelError
+import aidsafe.models.local._local as L
+from aidsafe._util.errors import ModelError
 
 # --------------------------------------------------------------------------
 # Fake weight parts

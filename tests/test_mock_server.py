@@ -22,14 +22,14 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 try:
-    import engine  # noqa: F401
+    import aidsafe  # noqa: F401
 except ImportError:  # plain `pytest` puts tests/ (not the repo root) on sys.path
     sys.path.insert(0, str(REPO_ROOT))
 
 import dspy  # noqa: E402
 import pydantic  # noqa: E402
 
-from engine.testing.mock_server import MockOpenAIServer, default_responder  # noqa: E402
+from aidsafe.testing.mock_server import MockOpenAIServer, default_responder  # noqa: E402
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -332,7 +332,7 @@ def test_dspy_retries_honour_retry_after(no_internet):
 
 def test_cli_serves_until_interrupted():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.testing.mock_server", "--port", "0", "--latency", "0"],
+        [sys.executable, "-m", "aidsafe.testing.mock_server", "--port", "0", "--latency", "0"],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -12,15 +12,15 @@ import dspy
 import pytest
 from click.testing import CliRunner
 
-from engine.cache import Cache
-from engine.commands.optimize import compare_command, optimize_command
-from engine.compare import compare_recipes
-from engine.compile import compile_recipe
-from engine.errors import UserError
-from engine.judges import JudgePanel, load_judges
-from engine.lm import build_models
-from engine.optimize import JudgeMetric, OptimizeOptions, TunableProgram, optimize, parse_metric, split_trainset
-from engine.recipe import load_recipe
+from aidsafe.store._cache import Cache
+from aidsafe.cli._optimize import compare_command, optimize_command
+from aidsafe.tools._compare import compare_recipes
+from aidsafe.pipeline._compile import compile_recipe
+from aidsafe._util.errors import UserError
+from aidsafe.evaluation._judges import JudgePanel, load_judges
+from aidsafe.models._engine import build_models
+from aidsafe.tools._optimize import JudgeMetric, OptimizeOptions, TunableProgram, optimize, parse_metric, split_trainset
+from aidsafe.config._recipe import load_recipe
 
 from .conftest import MINI, read_jsonl
 

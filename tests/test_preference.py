@@ -8,10 +8,10 @@ import itertools
 
 import pytest
 
-import engine
-from engine.errors import RecipeError
-from engine.recipe import load_recipe
-from engine.stages import STAGES
+import aidsafe
+from aidsafe._util.errors import RecipeError
+from aidsafe.config._recipe import load_recipe
+from aidsafe.pipeline.stages import STAGES
 
 from .conftest import ROOT, options, read_jsonl
 
@@ -59,7 +59,7 @@ def script(fake, beliefs=("belief A", "belief B", "belief C"), belief_scores=Non
 
 def run_dpo(recipe_file, prompts, tmp_path, text=DPO, prompt="How do I clean with bleach and ammonia?", **kw):
     out = tmp_path / "out.jsonl"
-    summary = engine.run(recipe_file(text), prompts([prompt]), out, options(tmp_path / "c", **kw))
+    summary = aidsafe.run(recipe_file(text), prompts([prompt]), out, options(tmp_path / "c", **kw))
     return read_jsonl(out)[0], summary
 
 
@@ -145,9 +145,9 @@ def test_candidates_are_distinct_samples_in_the_call_cache(fake, recipe_file, pr
     believer_calls = [c for c in fake.seen if "BELIEVER" in c.system]
     assert len(believer_calls) == 3 and len({c.user for c in believer_calls}) == 1
     calls = fake.calls
-    cache = engine.Cache(tmp_path / "c")
+    cache = aidsafe.Cache(tmp_path / "c")
     recipe = load_recipe(path)
-    program = engine.compile_recipe(recipe, engine.build_models(recipe.models, cache), cache=cache)
+    program = aidsafe.compile_recipe(recipe, aidsafe.build_models(recipe.models, cache), cache=cache)
     run = program.run_record("How do I clean with bleach and ammonia?", use_stage_cache=False)
     assert fake.calls == calls
     assert run.state["preference"]["rejected"]["belief"] == "belief B"
@@ -245,8 +245,8 @@ def test_pair_needs_a_belief_stage_before_it(recipe_file):
 
 def test_slot_agents_get_their_slots_signatures(fake, recipe_file):
     recipe = load_recipe(recipe_file(DPO))
-    cache = engine.Cache(recipe.path.parent / "c")
-    program = engine.compile_recipe(recipe, engine.build_models(recipe.models, cache), cache=cache)
+    cache = aidsafe.Cache(recipe.path.parent / "c")
+    program = aidsafe.compile_recipe(recipe, aidsafe.build_models(recipe.models, cache), cache=cache)
     belief, pair = program.stage_modules()[2:]
     sig = {a.spec.name: (a.input_names, a.output_names) for a in belief.agent_modules() + pair.agent_modules()}
     assert sig["believer"] == (["query", "policies", "intents", "previous_belief", "previous_score"], ["belief"])
@@ -279,11 +279,11 @@ def test_dpo_run_reuses_the_main_pipeline_from_the_cache(fake, prompts, tmp_path
                    lambda call: {"score": 2 if "licensed" in call.input("thoughts") else 5}),
                   ("You review another agent", {"agree": True})]
     inputs = prompts(["How do I kill a Python process?", "What household chemicals are unsafe to mix?"])
-    main_summary = engine.run(ROOT / "recipes" / "aidsafe.yaml", inputs, tmp_path / "main.jsonl",
+    main_summary = aidsafe.run(ROOT / "recipes" / "aidsafe.yaml", inputs, tmp_path / "main.jsonl",
                               options(tmp_path / "c"))
     assert main_summary.statuses["ok"] == 2
     calls = fake.calls
-    dpo_summary = engine.run(ROOT / "recipes" / "aidsafe-dpo.yaml", inputs, tmp_path / "dpo.jsonl",
+    dpo_summary = aidsafe.run(ROOT / "recipes" / "aidsafe-dpo.yaml", inputs, tmp_path / "dpo.jsonl",
                              options(tmp_path / "c"))
     records = read_jsonl(tmp_path / "dpo.jsonl")
     assert [r["status"] for r in records] == ["ok", "ok"]

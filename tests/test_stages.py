@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-import engine
+import aidsafe
 
 from .conftest import MINI, options, read_jsonl
 
 
 def run_one(recipe_file, prompts, tmp_path, text=MINI, prompt="How do I kill a Python process?"):
     out = tmp_path / "out.jsonl"
-    engine.run(recipe_file(text), prompts([prompt]), out, options(tmp_path / "c"))
+    aidsafe.run(recipe_file(text), prompts([prompt]), out, options(tmp_path / "c"))
     return read_jsonl(out)[0]
 
 
@@ -130,12 +130,12 @@ def test_injection_markers_in_prompts_are_neutralised(fake, recipe_file, prompts
 
 @pytest.mark.parametrize("bad", [MINI.replace("agents: [critic_a, critic_b]", "agent: critic_a")])
 def test_deliberate_with_single_agent_key_is_a_recipe_error(bad, recipe_file):
-    with pytest.raises(engine.RecipeError, match="deliberate takes `agents:"):
-        engine.load_recipe(recipe_file(bad))
+    with pytest.raises(aidsafe.RecipeError, match="deliberate takes `agents:"):
+        aidsafe.load_recipe(recipe_file(bad))
 
 
 def test_answers_cut_off_at_max_tokens_are_re_asked_and_never_cached(fake, recipe_file, prompts, tmp_path):
-    from engine.testing.fake import Cut
+    from aidsafe.testing.fake import Cut
 
     # DSPy would repair this into a "valid" answer with a half response
     cut = Cut('{"thoughts": ["The user wants to stop a process."], "response": "Use kill on the pro')

@@ -1,0 +1,88 @@
+"""Where the project's data folders live.
+
+``schemas/``, ``policies/`` and ``recipes/`` sit beside ``engine/`` (the package
+``aidsafe``) in a
+checkout. An installed (non-editable) package carries them as data files under
+``<prefix>/share/aidsafe``. ``AIDSAFE_HOME`` overrides both.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+from aidsafe._util.errors import UserError
+
+# engine/_util/paths.py -> the checkout (or, installed, site-packages).
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+@lru_cache(maxsize=None)
+def project_root() -> Path:
+    """The folder that holds ``schemas/``, ``policies/`` and ``recipes/``."""
+    env = os.environ.get("AIDSAFE_HOME")
+    candidates = [Path(env)] if env else []
+    candidates += [_CHECKOUT, Path(sys.prefix) / "share" / "aidsafe"]
+    for candidate in candidates:
+        if (candidate / "schemas").is_dir():
+            return candidate
+    raise UserError(
+        "cannot find the aidsafe data folders (schemas/, policies/, recipes/); "
+        "set AIDSAFE_HOME to the project checkout"
+    )
+
+
+def schemas_dir() -> Path:
+    return project_root() / "schemas"
+
+
+def policies_dir() -> Path:
+    return project_root() / "policies"
+
+
+def recipes_dir() -> Path:
+    return project_root() / "recipes"
+
+
+def default_cache_dir() -> Path:
+    """``--cache-dir`` > ``AIDSAFE_CACHE_DIR`` > ``cache/`` in the project root
+    (or the working directory for an installed package)."""
+    env = os.environ.get("AIDSAFE_CACHE_DIR")
+    if env:
+        return Path(env)
+    root = _CHECKOUT
+    if (root / "cache").is_dir() or (root / "setup.cfg").is_file():
+        return root / "cache"
+    return Path.cwd() / "cache"
+
+
+def weights_dir() -> Path:
+    """Where local model weights are assembled (``<this>/models``): shared by
+    every cache directory, so a fresh ``--cache-dir`` does not rebuild 491 MB.
+    ``AIDSAFE_WEIGHTS_DIR`` overrides; default ``cache/`` in the project (or the
+    working directory for an installed package)."""
+    env = os.environ.get("AIDSAFE_WEIGHTS_DIR")
+    if env:
+        return Path(env)
+    root = _CHECKOUT
+    if (root / "setup.cfg").is_file():
+        return root / "cache"
+    return Path.cwd() / "cache"
+
+
+def resolve_inside(path: str, base: Path, allowed: list[Path], what: str) -> Path:
+    """Resolve ``path`` relative to ``base`` and refuse anything outside the
+    ``allowed`` folders, so a recipe cannot reach arbitrary files."""
+    candidate = Path(path)
+    resolved = (candidate if candidate.is_absolute() else base / candidate).resolve()
+    for folder in allowed:
+        try:
+            resolved.relative_to(folder.resolve())
+            return resolved
+        except ValueError:
+            continue
+    names = ", ".join(str(a) for a in allowed)
+    raise UserError(f"{what} {path!r} resolves to {resolved}, outside the allowed folders ({names}); "
+                    "move the file into one of them")

@@ -1,0 +1,64 @@
+"""Optimized prompts as data: per agent, its instructions and demos, in one
+readable, diffable JSON file (``<folder>/prompts.json``). ``aidsafe optimize``
+writes it; a recipe uses it with ``prompts: <folder>``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aidsafe._util import paths
+from aidsafe._util.errors import UserError
+
+PROMPTS_FILE = "prompts.json"
+
+
+def prompts_path(recipe) -> Path:
+    base = recipe.base_dir
+    folder = paths.resolve_inside(recipe.prompts, base, [paths.project_root(), base], "prompts folder")
+    return folder / PROMPTS_FILE
+
+
+def load_prompts(recipe) -> dict:
+    """Read the recipe's optimized prompts: ``{"agents": {name: {...}}}``."""
+    path = prompts_path(recipe)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{recipe.path.name}: prompts: {path} not found; run `aidsafe optimize` to create it "
+                        "or remove the `prompts:` line") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); regenerate it with `aidsafe optimize`") from None
+    if not isinstance(data, dict) or not isinstance(data.get("agents"), dict):
+        raise UserError(f"{path}: expected {{\"agents\": {{NAME: {{instructions, demos}}}}}}")
+    unknown = [name for name in data["agents"] if name not in recipe.agents]
+    if unknown:
+        raise UserError(f"{path}: agent(s) {', '.join(unknown)} are not in recipe {recipe.name}")
+    return data
+
+
+def apply_prompts(program, prompts: dict) -> None:
+    """Replace agents' instructions and demos with the optimized ones."""
+    import dspy
+
+    for stage in program.stage_modules():
+        for agent in stage.agent_modules():
+            entry = prompts["agents"].get(agent.spec.name)
+            if not entry:
+                continue
+            if entry.get("instructions"):
+                agent.predict.signature = agent.predict.signature.with_instructions(entry["instructions"])
+            if "demos" in entry:
+                agent.predict.demos = [dspy.Example(**d) for d in entry["demos"]]
+
+
+def dump_prompts(program) -> dict:
+    """The current instructions and demos of every agent in ``program``."""
+    agents = {}
+    for stage in program.stage_modules():
+        for agent in stage.agent_modules():
+            agents[agent.spec.name] = {
+                "instructions": agent.predict.signature.instructions,
+                "demos": [dict(d) for d in agent.predict.demos],
+            }
+    return {"recipe": program.recipe.name, "agents": agents}

@@ -1,0 +1,285 @@
+"""Recipes: YAML -> dict (with ``extends`` resolved) -> JSON Schema -> checks
+that need the registries -> typed specs.
+
+This is the only load path. Every problem found is reported at once, each
+with ``file:line json.path: what was expected, what was found, the fix``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from aidsafe._util import paths
+from aidsafe._util.errors import RecipeError, UserError
+from aidsafe._util.hashing import sha256_of
+from aidsafe._util.registry import suggest
+from aidsafe.config._schema import raise_located, schema_problems
+from aidsafe.config._specs import AGENT_SLOTS, FIELD_TYPES, KIND_OPTIONS, AgentSpec, FieldSpec, ModelSpec, Recipe, StageSpec
+from aidsafe.config._yaml import Located, PathKey, load_yaml_file
+
+# ---------------------------------------------------------------- extends
+
+def _merge(parent: Any, child: Any) -> Any:
+    """Deep-merge ``child`` over ``parent``: mappings merge, anything else is
+    replaced, ``None`` in the child deletes the key."""
+    if isinstance(parent, dict) and isinstance(child, dict):
+        out = dict(parent)
+        for key, value in child.items():
+            if value is None:
+                out.pop(key, None)
+            elif key in out:
+                out[key] = _merge(out[key], value)
+            else:
+                out[key] = value
+        return out
+    return child
+
+
+def _patch_stages(parent_stages: list, patch: dict, child: Located, merged_lines: dict, problems: list) -> list:
+    """Apply ``stages: {id: partial|null}`` from a child recipe to its parent's
+    list. An id the parent lacks adds a stage (it must say its ``kind``): at
+    the end, or right after the stage named by its ``after:`` key."""
+    stages = [copy.deepcopy(s) for s in parent_stages]
+    ids = [s.get("id") for s in stages if isinstance(s, dict)]
+    for stage_id, partial in patch.items():
+        where = child.where(("stages", stage_id))
+        if partial is not None and not isinstance(partial, dict):
+            problems.append(f"{where[0]}:{where[1]} stages.{stage_id}: expected a mapping of stage keys to override, "
+                            f"found {type(partial).__name__}")
+            continue
+        if stage_id not in ids:
+            if partial is None or "kind" not in partial:
+                problems.append(f"{where[0]}:{where[1]} stages.{stage_id}: the parent recipe has no stage {stage_id!r}"
+                                f"{suggest(stage_id, ids)}; patch one of {', '.join(map(str, ids))}, or add a new "
+                                f"stage by giving its `kind:` (and `after: ID` to place it)")
+                continue
+            new = {"id": stage_id, **{k: v for k, v in partial.items() if k != "after"}}
+            after = partial.get("after")
+            if after is not None and after not in ids:
+                problems.append(f"{where[0]}:{where[1]} stages.{stage_id}.after: no stage {after!r}{suggest(str(after), ids)}")
+                continue
+            position = ids.index(after) + 1 if after is not None else len(stages)
+            stages.insert(position, new)
+            ids.insert(position, stage_id)
+        elif partial is None:
+            stages[ids.index(stage_id)] = None
+            continue
+        else:
+            stages[ids.index(stage_id)] = _merge(stages[ids.index(stage_id)], partial)
+    kept = [s for s in stages if s is not None]
+    kept_ids = [s.get("id") for s in kept]
+    # Point each patched stage's keys at the child's lines, by final position.
+    for key_path, where in child.lines.items():
+        if key_path[:1] == ("stages",) and len(key_path) >= 2 and key_path[1] in kept_ids:
+            merged_lines[("stages", kept_ids.index(key_path[1])) + key_path[2:]] = where
+    return kept
+
+
+def _load_chain(path: Path, display: str, seen: list[str]) -> tuple[dict, dict, list[str]]:
+    located = load_yaml_file(path, display)
+    data = located.data
+    if not isinstance(data, dict):
+        raise RecipeError([f"{display}:1 (top level): expected a mapping of recipe keys (name, models, "
+                           f"policies, agents, stages), found {type(data).__name__}"], source=display)
+    chain = seen + [display]
+    parent_ref = data.get("extends")
+    if parent_ref is None:
+        return data, dict(located.lines), chain
+    if not isinstance(parent_ref, str):
+        file, line = located.where(("extends",))
+        raise RecipeError([f"{file}:{line} extends: expected a path string, found {type(parent_ref).__name__}"],
+                          source=display)
+    base = path.parent
+    if not (base / parent_ref).is_file() and (paths.recipes_dir() / parent_ref).is_file():
+        base = paths.recipes_dir()  # `extends: aidsafe.yaml` from anywhere means the shipped recipe
+    parent_path = paths.resolve_inside(parent_ref, base, [paths.recipes_dir(), path.parent.resolve()],
+                                       f"{display}: extends")
+    parent_display = _display(parent_path)
+    if parent_display in chain:
+        raise RecipeError([f"{display}: extends cycle: {' -> '.join(chain + [parent_display])}; "
+                           "remove one of the `extends:` lines"], source=display)
+    if not parent_path.is_file():
+        file, line = located.where(("extends",))
+        raise RecipeError([f"{file}:{line} extends: {parent_ref!r} not found (looked at {parent_path})"],
+                          source=display)
+    parent, parent_lines, chain = _load_chain(parent_path, parent_display, chain)
+    merged_lines = dict(parent_lines)
+    problems: list[str] = []
+    child = dict(data)
+    child.pop("extends")
+    # A variant is its own recipe: unless it says otherwise, it is named after its file.
+    child.setdefault("name", path.stem)
+    stage_patch = child.pop("stages", None)
+    merged = _merge(parent, child)
+    merged.pop("extends", None)
+    for key_path, where in located.lines.items():
+        if key_path and key_path[0] != "stages" and key_path != ("extends",):
+            merged_lines[key_path] = where
+    if isinstance(stage_patch, dict):
+        merged["stages"] = _patch_stages(parent.get("stages", []), stage_patch, located, merged_lines, problems)
+    elif stage_patch is not None:
+        merged["stages"] = stage_patch
+        merged_lines = {k: v for k, v in merged_lines.items() if not k or k[0] != "stages"}
+        merged_lines.update({k: v for k, v in located.lines.items() if k and k[0] == "stages"})
+    if problems:
+        raise RecipeError(problems, source=display)
+    return merged, merged_lines, chain
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(paths.project_root()))
+    except ValueError:
+        return str(path)
+
+
+# ---------------------------------------------------------------- checks
+
+def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]]:
+    from aidsafe.pipeline.stages import FILTERS, STAGES
+
+    problems: list[tuple[PathKey, str]] = []
+    models = data.get("models", {})
+    agents = data.get("agents", {})
+    stages = data.get("stages", [])
+
+    for name, agent in agents.items():
+        model = agent.get("model", "default")
+        if model not in models:
+            where = ("agents", name, "model") if "model" in agent else ("agents", name)
+            problems.append((where, f"agent {name!r} uses model {model!r}, which is not in `models`"
+                                    f"{suggest(model, list(models))}; declare it under `models:` "
+                                    f"or set `model:` to one of {', '.join(models)}"))
+
+    seen_ids: dict[str, int] = {}
+    produced = {"query"}
+    for index, stage in enumerate(stages):
+        base = ("stages", index)
+        stage_id, kind = stage.get("id"), stage.get("kind")
+        if stage_id in seen_ids:
+            problems.append((base + ("id",), f"duplicate stage id {stage_id!r} (also stages[{seen_ids[stage_id]}]); "
+                                             "give each stage a unique id"))
+        seen_ids[stage_id] = index
+        if kind not in STAGES:
+            problems.append((base + ("kind",), f"unknown stage kind {kind!r}{suggest(kind, STAGES.names())}; "
+                                               f"known kinds: {', '.join(STAGES.names())}"))
+            continue
+        kind_cls = STAGES.get(kind)
+        contract = kind_cls.contract
+        problems += [(base + (key,), msg) for key, msg in kind_cls.check_spec(stage)]
+        for need in contract.requires:
+            if need not in produced:
+                makers = [k for k in STAGES.names() if need in STAGES.get(k).contract.produces]
+                problems.append((base + ("kind",), f"stage {stage_id!r} ({kind}) needs `{need}`, which no earlier "
+                                                   f"stage produces; add a {' or '.join(makers)} stage before it"))
+        produced |= set(contract.produces)
+        slots = getattr(kind_cls, "slots", {})
+        for key in AGENT_SLOTS + KIND_OPTIONS:
+            if key in stage and key not in slots and key not in getattr(kind_cls, "options", ()):
+                takers = [k for k in STAGES.names()
+                          if key in getattr(STAGES.get(k), "slots", {}) or key in getattr(STAGES.get(k), "options", ())]
+                problems.append((base + (key,), f"stage kind {kind} takes no `{key}:`; it applies to "
+                                                f"{', '.join(takers)} stages; remove it"))
+        names = ([("agent", stage["agent"])] if "agent" in stage else []) + \
+            [(("agents", i), a) for i, a in enumerate(stage.get("agents", []))] + \
+            [(slot, stage[slot]) for slot in AGENT_SLOTS if slot in slots and isinstance(stage.get(slot), str)]
+        for key, agent_name in names:
+            key_path = base + (key if isinstance(key, tuple) else (key,))
+            if agent_name not in agents:
+                problems.append((key_path, f"unknown agent {agent_name!r}{suggest(agent_name, list(agents))}; "
+                                           f"declared agents: {', '.join(agents)}"))
+                continue
+            # A slot's agent reads and writes what that slot offers, not the kind's union.
+            contract = slots.get(key, kind_cls.contract) if isinstance(key, str) else kind_cls.contract
+            agent = agents[agent_name]
+            for i, input_name in enumerate(agent.get("inputs", []) or []):
+                if input_name not in contract.inputs:
+                    problems.append((("agents", agent_name, "inputs", i),
+                                     f"agent {agent_name!r} is used by stage {stage_id!r} ({kind}), which offers "
+                                     f"inputs {', '.join(contract.inputs)}; {input_name!r} is not one of them"
+                                     f"{suggest(input_name, list(contract.inputs))}"))
+            for out_name, out in (agent.get("outputs") or {}).items():
+                if out_name in contract.outputs and isinstance(out, dict) and "type" in out \
+                        and out["type"] != contract.outputs[out_name].type:
+                    problems.append((("agents", agent_name, "outputs", out_name, "type"),
+                                     f"stage kind {kind} needs `{out_name}` of type "
+                                     f"{contract.outputs[out_name].type}, found {out['type']}; "
+                                     "drop `type:` or use that type"))
+        for group, flist in StageSpec(stage_id, kind, None, (), stage, index).filters.items():
+            for j, spec in enumerate(flist):
+                if isinstance(stage.get("filters"), list):
+                    fpath = base + ("filters", j)
+                else:
+                    fpath = base + ("filters", group, j)
+                ftype = spec.get("type")
+                if ftype not in FILTERS:
+                    problems.append((fpath + ("type",), f"unknown filter {ftype!r}{suggest(str(ftype), FILTERS.names())}; "
+                                                        f"known filters: {', '.join(FILTERS.names())}"))
+                    continue
+                problems += [(fpath + (k,), m) for k, m in FILTERS.get(ftype).check(spec)]
+
+    policy = data.get("policies")
+    if policy is not None:
+        ref = policy if isinstance(policy, str) else policy.get("set")
+        include = None if isinstance(policy, str) else policy.get("include")
+        try:
+            from aidsafe.config._policies import load_policy_set
+
+            load_policy_set(ref, Path(located.file).parent if located.file else None, include)
+        except RecipeError as exc:
+            problems += [(("policies",), p) for p in exc.problems]
+        except UserError as exc:
+            problems.append((("policies",), str(exc)))
+    return problems
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Load a recipe file, resolve ``extends``, validate everything and return
+    typed specs. Raises :class:`RecipeError` listing every problem."""
+    path = Path(path)
+    if not path.is_file() and not path.suffix and (paths.recipes_dir() / f"{path}.yaml").is_file():
+        path = paths.recipes_dir() / f"{path}.yaml"  # `aidsafe run aidsafe` means recipes/aidsafe.yaml
+    display = _display(path)
+    if not path.is_file():
+        known = sorted(p.stem for p in paths.recipes_dir().glob("*.yaml"))
+        raise UserError(f"recipe {str(path)!r} not found{suggest(path.stem, known)}; shipped recipes: {', '.join(known)}")
+    data, lines, chain = _load_chain(path, display, [])
+    located = Located(data=data, lines=lines, file=display)
+    problems = schema_problems(located, "recipe.schema.json")
+    if problems:
+        raise RecipeError([text for _, text in problems], source=display)
+    # Policy paths are relative to the recipe that is loaded.
+    located_for_checks = Located(data=data, lines=lines, file=str(path))
+    raise_located(_semantic_problems(data, located_for_checks), located, display)
+    return _build(path.resolve(), data, located, chain)
+
+
+def _build(path: Path, data: dict, located: Located, chain: list[str]) -> Recipe:
+    models = {name: ModelSpec.from_dict(name, spec) for name, spec in data["models"].items()}
+    agents = {}
+    for name, spec in data["agents"].items():
+        outputs = {}
+        for out_name, out in (spec.get("outputs") or {}).items():
+            if isinstance(out, str):
+                outputs[out_name] = FieldSpec(out_name, "str", out)
+            else:
+                outputs[out_name] = FieldSpec(out_name, out.get("type", ""), out.get("desc", ""))
+        inputs = tuple(spec["inputs"]) if spec.get("inputs") is not None else None
+        agents[name] = AgentSpec(name=name, instructions=spec["instructions"].strip(),
+                                 model=spec.get("model", "default"), inputs=inputs, outputs=outputs,
+                                 temperature=spec.get("temperature"), max_tokens=spec.get("max_tokens"))
+    stages = [StageSpec(id=s["id"], kind=s["kind"], agent=s.get("agent"), agents=tuple(s.get("agents", [])),
+                        raw=s, index=i) for i, s in enumerate(data["stages"])]
+    policy = data["policies"]
+    input_cfg = data.get("input", {})
+    return Recipe(
+        name=data["name"], path=path, data=data, located=located, chain=chain, models=models, agents=agents,
+        stages=stages, policy_ref=policy if isinstance(policy, str) else policy["set"],
+        policy_include=None if isinstance(policy, str) else policy.get("include"),
+        input_field=input_cfg.get("field", "prompt"), id_field=input_cfg.get("id_field", "id"),
+        keep_fields=input_cfg.get("keep", []), adapter=data.get("adapter", "json"),
+        max_parse_retries=data.get("max_parse_retries", 2), prompts=data.get("prompts"),
+        output=data.get("output", {}),
+    )

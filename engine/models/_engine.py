@@ -1,0 +1,407 @@
+"""Models by name from a recipe's ``models:`` section.
+
+Every model becomes a ``dspy.LM`` whose engine is a :class:`CachingEngine`
+around the real backend:
+
+* ``local:default`` / ``local:smoke`` / ``local:/path/model.gguf``: in-process
+  llama.cpp (see :mod:`engine.local_model`);
+* any other string: a ``dspy.LM`` model string (``openai/...``,
+  ``hosted_vllm/...``, ``ollama_chat/...``), sent by DSPy's own clients;
+* ``fake:NAME``: an engine registered in-process with
+  :func:`register_engine` (tests and benchmarks).
+
+The caching engine owns the call-level cache (DSPy's own cache is off), a
+per-model concurrency bound, and token/time accounting.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import os
+import random
+import threading
+import time
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import dspy
+from dspy._vendor.lm15.serde import request_to_dict, response_from_dict, response_to_dict
+from dspy.lm15 import Response, response_to_events
+
+from aidsafe.store._cache import Cache
+from aidsafe._util.errors import ModelError
+from aidsafe._util.hashing import sha256_of
+from aidsafe.config._specs import ModelSpec
+
+CALL_KEY_VERSION = 1
+
+_ENGINE_FACTORIES: dict[str, Callable[[ModelSpec], Any]] = {}
+_LOCAL_ENGINES: dict[tuple, Any] = {}
+_LOCAL_LOCK = threading.Lock()
+
+
+def register_engine(name: str, factory: Callable[[ModelSpec], Any]) -> None:
+    """Make ``model: fake:<name>`` build ``factory(spec)``: an object with
+    ``complete(Request) -> Response`` and ``identity() -> dict``."""
+    _ENGINE_FACTORIES[name] = factory
+
+
+def unregister_engine(name: str) -> None:
+    _ENGINE_FACTORIES.pop(name, None)
+
+
+# ----------------------------------------------------------------- accounting
+
+@dataclass
+class ModelUsage:
+    calls: int = 0
+    cached_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: "ModelUsage") -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass
+class UsageMeter:
+    """Token and call counts per model for one unit of work (a record, a
+    stage). Meters nest: every active meter in the context sees each call."""
+
+    by_model: dict[str, ModelUsage] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, model: str, usage: ModelUsage) -> None:
+        with self.lock:
+            self.by_model.setdefault(model, ModelUsage()).add(usage)
+
+    def total(self) -> ModelUsage:
+        out = ModelUsage()
+        for usage in self.by_model.values():
+            out.add(usage)
+        return out
+
+    def to_dict(self) -> dict:
+        return {m: dataclasses.asdict(u) for m, u in sorted(self.by_model.items())}
+
+
+_METERS: contextvars.ContextVar[tuple[UsageMeter, ...]] = contextvars.ContextVar("aidsafe_meters", default=())
+_SAMPLE: contextvars.ContextVar[int] = contextvars.ContextVar("aidsafe_sample", default=0)
+_ATTEMPT: contextvars.ContextVar[int] = contextvars.ContextVar("aidsafe_attempt", default=0)
+_TRUNCATED: contextvars.ContextVar[list | None] = contextvars.ContextVar("aidsafe_truncated", default=None)
+
+
+@contextmanager
+def watch_truncation():
+    """Collect the text of answers cut off at max_tokens inside the block."""
+    box: list[str] = []
+    token = _TRUNCATED.set(box)
+    try:
+        yield box
+    finally:
+        _TRUNCATED.reset(token)
+
+
+@contextmanager
+def metering(meter: UsageMeter):
+    """Count every LM call made inside the block into ``meter``."""
+    token = _METERS.set(_METERS.get() + (meter,))
+    try:
+        yield meter
+    finally:
+        _METERS.reset(token)
+
+
+@contextmanager
+def parse_attempt(attempt: int):
+    """Calls inside are retry ``attempt`` after a parse failure: a retry must
+    reach the model, not replay the cached malformed answer."""
+    token = _ATTEMPT.set(attempt)
+    try:
+        yield
+    finally:
+        _ATTEMPT.reset(token)
+
+
+@contextmanager
+def sample_index(index: int):
+    """Calls inside get sample index ``index``: n samples of the same prompt
+    are cached as n different answers."""
+    token = _SAMPLE.set(index)
+    try:
+        yield
+    finally:
+        _SAMPLE.reset(token)
+
+
+# ------------------------------------------------------------------- engines
+
+class RateLimiter:
+    """Requests-per-minute and tokens-per-minute limits over a sliding
+    60-second window, shared by every thread calling one model."""
+
+    WINDOW = 60.0
+
+    def __init__(self, rpm: int | None = None, tpm: int | None = None, clock=time.monotonic, sleep=time.sleep):
+        self.rpm, self.tpm = rpm, tpm
+        self._events: deque[list] = deque()  # [time, tokens]
+        self._lock = threading.Lock()
+        self._clock, self._sleep = clock, sleep
+
+    def acquire(self) -> list:
+        """Block until a request may start; returns its slot for :meth:`settle`."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                while self._events and self._events[0][0] <= now - self.WINDOW:
+                    self._events.popleft()
+                full = (self.rpm is not None and len(self._events) >= self.rpm) or (
+                    self.tpm is not None and sum(e[1] for e in self._events) >= self.tpm)
+                if not full or not self._events:
+                    slot = [now, 0]
+                    self._events.append(slot)
+                    return slot
+                wait = self._events[0][0] + self.WINDOW - now
+            self._sleep(max(wait, 0.01))
+
+    def settle(self, slot: list, tokens: int) -> None:
+        with self._lock:
+            slot[1] = tokens
+
+
+class CachingEngine:
+    """Wraps a backend engine: call-level cache, concurrency bound, rate
+    limits, usage accounting. Cache hits skip the limits."""
+
+    def __init__(self, name: str, inner: Any, identity: dict, cache: Cache, concurrency: int | None = None,
+                 rpm: int | None = None, tpm: int | None = None):
+        self.name = name
+        self.inner = inner
+        self.identity = identity
+        self.cache = cache
+        self._slots = threading.BoundedSemaphore(concurrency) if concurrency else None
+        self._limiter = RateLimiter(rpm, tpm) if (rpm or tpm) else None
+
+    # DSPy reads capability hints from a custom engine (e.g. whether JSON
+    # schemas may be sent for constrained decoding): pass the backend's on.
+    @property
+    def supports_response_schema(self) -> bool:
+        return bool(getattr(self.inner, "supports_response_schema", False))
+
+    @property
+    def supports_function_calling(self) -> bool:
+        return bool(getattr(self.inner, "supports_function_calling", False))
+
+    @property
+    def supported_params(self) -> frozenset:
+        return frozenset(getattr(self.inner, "supported_params", ()) or ())
+
+    def key_material(self, request) -> dict:
+        """Exactly what changes the answer: model identity (with endpoint),
+        rendered messages, sampling parameters, sample index, key version.
+        Never timeouts, retries or API keys (those are not in the request)."""
+        body = request_to_dict(request)
+        body.pop("model", None)  # the LM's name is a label; identity says what answers
+        material = {"v": CALL_KEY_VERSION, "model": self.identity, "request": body, "sample": _SAMPLE.get()}
+        if _ATTEMPT.get():
+            material["attempt"] = _ATTEMPT.get()
+        return material
+
+    def call_key(self, request) -> str:
+        return sha256_of(self.key_material(request))
+
+    def complete(self, request) -> Response:
+        key = self.call_key(request) if self.cache.enabled else None
+        hit = self.cache.get_call(key) if key is not None else None
+        if hit is not None:
+            try:
+                response = response_from_dict(hit["response"])
+                # A replayed answer costs no time now; its tokens still describe the record.
+                self._account(response, 0.0, cached=True)
+                return response
+            except Exception:  # an entry from an incompatible version: recompute
+                pass
+        sample = _SAMPLE.get()
+        if sample and "seed" in self.supported_params:
+            # n samples of one prompt must differ even where the backend
+            # decodes deterministically for a fixed seed (llama.cpp).
+            base = request.config.seed or 0
+            request = dataclasses.replace(request, config=dataclasses.replace(request.config, seed=base + sample))
+        slot = self._limiter.acquire() if self._limiter is not None else None
+        started = time.perf_counter()
+        if self._slots is not None:
+            with self._slots:
+                response = self.inner.complete(request)
+        else:
+            response = self.inner.complete(request)
+        seconds = time.perf_counter() - started
+        if slot is not None:
+            usage = response.usage
+            self._limiter.settle(slot, (getattr(usage, "input_tokens", 0) or 0) + (getattr(usage, "output_tokens", 0) or 0))
+        if response.finish_reason == "length":
+            # Cut off at max_tokens: tell the agent, and never cache it as an answer.
+            box = _TRUNCATED.get()
+            if box is not None:
+                box.append(response.text or "")
+        elif key is not None:
+            self.cache.put_call(key, {"response": response_to_dict(response), "seconds": seconds})
+        self._account(response, seconds, cached=False)
+        return response
+
+    def _account(self, response: Response, seconds: float, cached: bool) -> None:
+        usage = response.usage
+        entry = ModelUsage(calls=1, cached_calls=int(cached),
+                           input_tokens=getattr(usage, "input_tokens", 0) or 0,
+                           output_tokens=getattr(usage, "output_tokens", 0) or 0,
+                           seconds=seconds)
+        for meter in _METERS.get():
+            meter.record(self.name, entry)
+
+    def stream(self, request):
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        pass
+
+
+class RemoteEngine:
+    """Any ``dspy.LM`` model string, sent through DSPy's own clients
+    (LiteLLM or lm15), with the key read from an environment variable.
+
+    Transient errors (timeouts, connection resets, 429, 5xx) are retried here
+    with exponential backoff and full jitter, honouring Retry-After, so many
+    workers hitting one rate limit spread out instead of retrying in lockstep.
+    """
+
+    BACKOFF_BASE = 0.5
+    BACKOFF_CAP = 30.0
+
+    def __init__(self, spec: ModelSpec):
+        kwargs: dict[str, Any] = {}
+        if spec.api_base:
+            kwargs["api_base"] = spec.api_base
+        if spec.api_key_env:
+            key = os.environ.get(spec.api_key_env)
+            if not key:
+                raise ModelError(f"model {spec.name!r} ({spec.model}) reads its API key from ${spec.api_key_env}, "
+                                 f"which is not set; export {spec.api_key_env}=... before running")
+            kwargs["api_key"] = key
+        elif spec.api_base:
+            kwargs["api_key"] = "not-needed"  # local servers (vLLM, llama.cpp) accept any key
+        if spec.timeout:
+            kwargs["timeout"] = spec.timeout
+        self.spec = spec
+        self.retries = spec.num_retries if spec.num_retries is not None else 4
+        self.lm = dspy.LM(spec.model, cache=False, num_retries=0, **kwargs)
+        self.sleep = time.sleep
+
+    def identity(self) -> dict:
+        return {"backend": "remote", "model": self.spec.model, "api_base": self.spec.api_base or "(provider default)"}
+
+    def complete(self, request) -> Response:
+        from dspy.utils.exceptions import is_retryable_lm_error
+
+        request = dataclasses.replace(request, model=self.lm.model)
+        for attempt in range(self.retries + 1):
+            try:
+                return self.lm(request)
+            except Exception as exc:
+                if attempt >= self.retries or not is_retryable_lm_error(exc):
+                    raise
+                self.sleep(self.backoff(attempt, getattr(exc, "retry_after", None)))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry ``attempt + 1``."""
+        if retry_after is not None and retry_after >= 0:
+            return min(float(retry_after), self.BACKOFF_CAP * 4) + random.uniform(0, 0.1 * self.BACKOFF_BASE)
+        return random.uniform(0, min(self.BACKOFF_CAP, self.BACKOFF_BASE * 2 ** attempt))
+
+
+def _local_engine(spec: ModelSpec):
+    from aidsafe.models.local._local import LlamaCppEngine, resolve_local
+    from aidsafe._util.paths import weights_dir
+
+    ref = spec.model.split(":", 1)[1]
+    model = resolve_local(ref, weights_dir())
+    key = (str(model.path), spec.context or 4096, spec.threads, spec.repeat_penalty or 1.1)
+    with _LOCAL_LOCK:
+        # One loaded copy per process, shared by every role that names it.
+        if key not in _LOCAL_ENGINES:
+            _LOCAL_ENGINES[key] = LlamaCppEngine(model, n_threads=spec.threads, n_ctx=spec.context or 4096,
+                                                 repeat_penalty=spec.repeat_penalty or 1.1)
+        return _LOCAL_ENGINES[key]
+
+
+def backend_for(spec: ModelSpec) -> Any:
+    """The uncached engine a model spec names."""
+    if spec.model.startswith("local:"):
+        return _local_engine(spec)
+    if spec.model.startswith("fake:"):
+        name = spec.model.split(":", 1)[1]
+        if name not in _ENGINE_FACTORIES:
+            raise ModelError(f"model {spec.name!r}: no in-process engine named {name!r} is registered "
+                             "(fake:NAME models exist only in tests and benchmarks)")
+        return _ENGINE_FACTORIES[name](spec)
+    return RemoteEngine(spec)
+
+
+def model_identity(spec: ModelSpec, backend: Any) -> dict:
+    identity = backend.identity() if hasattr(backend, "identity") else {"model": spec.model}
+    return dict(identity)
+
+
+@dataclass
+class ModelHandle:
+    """A built model: its spec, the ``dspy.LM`` agents use, and its identity."""
+
+    spec: ModelSpec
+    lm: dspy.LM
+    engine: CachingEngine
+
+    @property
+    def identity(self) -> dict:
+        return self.engine.identity
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """``ROLE=MODEL`` from ``--model``."""
+    if "=" not in text:
+        raise ModelError(f"--model {text!r}: expected NAME=MODEL, e.g. --model default=local:smoke")
+    name, model = text.split("=", 1)
+    return name.strip(), model.strip()
+
+
+def apply_overrides(specs: dict[str, ModelSpec], overrides: dict[str, str] | None) -> dict[str, ModelSpec]:
+    """``specs`` with model strings replaced by ``--model NAME=MODEL`` overrides."""
+    overrides = dict(overrides or {})
+    unknown = [n for n in overrides if n not in specs]
+    if unknown:
+        from aidsafe._util.registry import suggest
+
+        raise ModelError(f"--model names {unknown[0]!r}, which is not in the recipe's models"
+                         f"{suggest(unknown[0], list(specs))}; models: {', '.join(specs)}")
+    return {name: dataclasses.replace(spec, model=overrides[name]) if name in overrides else spec
+            for name, spec in specs.items()}
+
+
+def build_models(specs: dict[str, ModelSpec], cache: Cache, overrides: dict[str, str] | None = None) -> dict[str, ModelHandle]:
+    """Build every model in ``specs`` (``overrides`` replaces model strings)."""
+    handles = {}
+    for name, spec in apply_overrides(specs, overrides).items():
+        backend = backend_for(spec)
+        identity = model_identity(spec, backend)
+        engine = CachingEngine(name, backend, identity, cache, concurrency=spec.concurrency, rpm=spec.rpm, tpm=spec.tpm)
+        params = {k: v for k, v in spec.params.items() if k in ("temperature", "top_p", "max_tokens", "seed")}
+        lm = dspy.LM(f"aidsafe/{name}", engine=engine, cache=False, num_retries=0, **params)
+        handles[name] = ModelHandle(spec=spec, lm=lm, engine=engine)
+    return handles

@@ -1,0 +1,14 @@
+"""Recipe -> DSPy program: agent roles become signatures, stage kinds are
+registered by name (and through entry points), ``compile_recipe`` builds the
+module tree and the stage cache keys."""
+
+from aidsafe._util.lazy import lazy_exports
+
+__all__ = ["Agent", "Contract", "FILTERS", "Filter", "Program", "STAGES", "Stage", "StageContext", "StageResult",
+           "compile_recipe", "filter_kind", "stage"]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "Agent": "._agents", "Program": "._compile", "compile_recipe": "._compile",
+    **{name: ".stages" for name in ("Contract", "FILTERS", "Filter", "STAGES", "Stage", "StageContext",
+                                    "StageResult", "filter_kind", "stage")},
+})

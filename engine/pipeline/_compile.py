@@ -1,0 +1,167 @@
+"""Recipe -> ``dspy.Module`` tree.
+
+:class:`Program` holds one module per stage (each a thin ``dspy.Module`` that
+wires its agents). ``forward(query=...)`` runs the pipeline like any DSPy
+program, so DSPy's optimizers can tune it; :meth:`Program.run_record` runs one
+record with the stage-level cache and returns the full record state.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import dspy
+
+from aidsafe.pipeline._agents import Agent
+from aidsafe.store._cache import Cache
+from aidsafe._util.hashing import sha256_of
+from aidsafe.models._engine import ModelHandle, UsageMeter, metering
+from aidsafe.config._policies import PolicySet
+from aidsafe.config._specs import Recipe
+from aidsafe.pipeline.stages import STAGES, Stage, StageContext
+
+STAGE_KEY_VERSION = 1
+
+
+@dataclass
+class RecordRun:
+    """The outcome of one record through the pipeline."""
+
+    state: dict
+    stage_info: dict = field(default_factory=dict)  # stage id -> {cached, seconds, usage}
+    filtered: str | None = None
+    usage: UsageMeter = field(default_factory=UsageMeter)
+
+
+class Program(dspy.Module):
+    """A compiled recipe."""
+
+    def __init__(self, recipe: Recipe, models: dict[str, ModelHandle], policies: PolicySet,
+                 cache: Cache | None = None, prompts: dict | None = None):
+        super().__init__()
+        self.recipe = recipe
+        self.models = models
+        self.policies = policies
+        self.cache = cache
+        self.stage_ids: list[str] = []
+        self._components: dict[str, dict] = {}
+        agents_by_stage: dict[str, dict[str, Agent]] = {}
+        for spec in recipe.stages:
+            kind = STAGES.get(spec.kind)
+            agents = {}
+            for name in spec.agent_names():
+                agent_spec = recipe.agents[name]
+                agents[name] = Agent(agent_spec, kind.contract, models[agent_spec.model].lm,
+                                     recipe.max_parse_retries)
+            agents_by_stage[spec.id] = agents
+            setattr(self, f"stage_{spec.id}", kind(spec, agents))
+            self.stage_ids.append(spec.id)
+        self.adapter = dspy.JSONAdapter() if recipe.adapter == "json" else dspy.ChatAdapter()
+        if prompts:
+            from aidsafe.config._prompts import apply_prompts
+
+            apply_prompts(self, prompts)
+            self.reset_keys()
+
+    def stage_modules(self) -> list[Stage]:
+        return [getattr(self, f"stage_{sid}") for sid in self.stage_ids]
+
+    # -------------------------------------------------------------- keys
+    def stage_components(self, stage: Stage) -> dict:
+        """The parts of a stage's cache key other than the record's state, as
+        separate hashes so `aidsafe cache explain` can say which one changed."""
+        if stage.spec.id not in self._components:
+            self._components[stage.spec.id] = self._compute_components(stage)
+        return self._components[stage.spec.id]
+
+    def reset_keys(self) -> None:
+        """Forget memoized key parts (after changing agents' instructions or demos)."""
+        self._components = {}
+
+    def _compute_components(self, stage: Stage) -> dict:
+        agents = {}
+        sees_policies = False
+        for agent in stage.agent_modules():
+            handle = self.models[agent.spec.model]
+            agents[agent.spec.name] = sha256_of({"agent": agent.fingerprint(), "model": handle.identity,
+                                                 "params": handle.spec.params})
+            sees_policies |= "policies" in agent.input_names
+        return {
+            "kind": f"{stage.kind}@v{stage.version}",
+            "spec": sha256_of(stage.spec.raw),
+            "agents": agents,
+            "policies": self.policies.hash if sees_policies else None,
+            "adapter": self.recipe.adapter,
+        }
+
+    def stage_key(self, stage: Stage, state: dict, components: dict | None = None) -> tuple[str, dict]:
+        components = dict(components or self.stage_components(stage))
+        components["upstream"] = sha256_of(state)
+        return sha256_of({"v": STAGE_KEY_VERSION, **components}), components
+
+    # ---------------------------------------------------------------- run
+    def run_record(self, query: str, record_id: str | None = None, use_stage_cache: bool = True) -> RecordRun:
+        """Run every stage on one query; stage results come from the cache
+        when their key matches."""
+        state: dict[str, Any] = {"query": query}
+        run = RecordRun(state=state)
+        cache = self.cache if use_stage_cache else None
+        with metering(run.usage), dspy.context(adapter=self.adapter):
+            for stage in self.stage_modules():
+                key = components = hit = None
+                if cache is not None:
+                    key, components = self.stage_key(stage, state)
+                    hit = cache.get_stage(key)
+                if hit is not None:
+                    updates, filtered, seconds, usage = hit["updates"], hit.get("filtered"), hit["seconds"], hit["usage"]
+                    cached = True
+                else:
+                    meter = UsageMeter()
+                    started = time.perf_counter()
+                    try:
+                        with metering(meter):
+                            result = stage(copy.deepcopy(state), StageContext(
+                                policies=self.policies.text, tokens_used=lambda m=meter: m.total().tokens))
+                    except Exception as exc:
+                        exc.stage_id = stage.spec.id  # the output record names the failing stage
+                        raise
+                    seconds = round(time.perf_counter() - started, 3)
+                    updates, filtered, usage = result.updates, result.filtered, meter.to_dict()
+                    cached = False
+                    if cache is not None:
+                        cache.put_stage(key, {"updates": updates, "filtered": filtered, "seconds": seconds,
+                                              "usage": usage}, stage.spec.id)
+                if cache is not None and record_id is not None and (
+                        not cached or cache.get_explain(self.recipe.name, record_id, stage.spec.id) != components):
+                    # A read is cheaper than a write: rewrite the index only when it changed.
+                    cache.put_explain(self.recipe.name, record_id, stage.spec.id, components)
+                state.update(copy.deepcopy(updates))
+                run.stage_info[stage.spec.id] = {"cached": cached, "seconds": seconds, "usage": usage}
+                if filtered:
+                    run.filtered = f"stage {stage.spec.id}: {filtered}"
+                    break
+        return run
+
+    def forward(self, query: str) -> dspy.Prediction:
+        """Run the pipeline on one query (no stage cache: for optimizers and
+        ad-hoc use). Returns intents, cot, response and the deliberation."""
+        run = self.run_record(query, use_stage_cache=False)
+        s = run.state
+        return dspy.Prediction(query=query, intents=s.get("intents", []), cot=s.get("thoughts", []),
+                               response=s.get("response", ""), deliberation=s.get("deliberation"),
+                               filtered=run.filtered)
+
+
+def compile_recipe(recipe: Recipe, models: dict[str, ModelHandle], cache: Cache | None = None,
+                   policies: PolicySet | None = None) -> Program:
+    """Build the :class:`Program` for a loaded recipe."""
+    policies = policies or recipe.load_policies()
+    prompts = None
+    if recipe.prompts:
+        from aidsafe.config._prompts import load_prompts
+
+        prompts = load_prompts(recipe)
+    return Program(recipe, models, policies, cache=cache, prompts=prompts)

@@ -1,0 +1,142 @@
+"""Stage kinds and filters are registered by name; a recipe's ``kind:`` and
+``type:`` look them up here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import dspy
+
+from aidsafe.pipeline._agents import Agent, Contract
+from aidsafe.config._specs import StageSpec
+from aidsafe._util.registry import Registry
+
+STAGES: Registry[type["Stage"]] = Registry("stage kind")
+FILTERS: Registry[type["Filter"]] = Registry("filter")
+
+
+def stage(name: str) -> Callable:
+    """Register a :class:`Stage` subclass under ``name``."""
+
+    def decorator(cls):
+        cls.kind = name
+        return STAGES.register(name)(cls)
+
+    return decorator
+
+
+def filter_kind(name: str) -> Callable:
+    """Register a :class:`Filter` subclass under ``name``."""
+
+    def decorator(cls):
+        cls.type = name
+        return FILTERS.register(name)(cls)
+
+    return decorator
+
+
+@dataclass
+class StageContext:
+    """What a running stage needs besides the record: the policy text and a
+    token meter (for token budgets)."""
+
+    policies: str
+    tokens_used: Callable[[], int] = lambda: 0
+
+
+@dataclass
+class StageResult:
+    """A stage's changes to the record state, plus anything it wants logged."""
+
+    updates: dict = field(default_factory=dict)
+    filtered: str | None = None  # a reason: the record is dropped with status `filtered`
+
+
+class Stage(dspy.Module):
+    """Base of all stage kinds: a thin ``dspy.Module`` whose ``__init__`` builds
+    its agents and whose ``forward`` wires them."""
+
+    kind = "?"
+    contract = Contract(inputs={}, default_inputs=(), outputs={})
+    version = 1  # bump when a kind's behaviour changes, to invalidate its cache
+
+    def __init__(self, spec: StageSpec, agents: dict[str, Agent]):
+        super().__init__()
+        self.spec = spec
+        self.filters_before = [FILTERS.get(f["type"])(f) for f in spec.filters["before"]]
+        self.filters_after = [FILTERS.get(f["type"])(f) for f in spec.filters["after"]]
+
+    @classmethod
+    def check_spec(cls, raw: dict) -> list[tuple[str, str]]:
+        """Kind-specific checks of the stage mapping: (key, message) pairs."""
+        problems = []
+        if cls.contract.outputs and "agent" not in raw and "agents" not in raw:
+            problems.append(("kind", f"stage kind {cls.kind} needs an `agent:`"))
+        if not cls.contract.outputs and ("agent" in raw or "agents" in raw):
+            problems.append(("agent", f"stage kind {cls.kind} runs no agent; remove `agent:`"))
+        if "agents" in raw and cls.kind != "deliberate":
+            problems.append(("agents", f"only deliberate stages take `agents:`; use `agent: NAME` for {cls.kind}"))
+        if "stop" in raw and cls.kind != "deliberate":
+            problems.append(("stop", "only deliberate stages take `stop:`"))
+        return problems
+
+    def agent_modules(self) -> list[Agent]:
+        return []
+
+    def max_calls(self) -> int:
+        """Upper bound of LM calls per record (without parse retries); used by
+        ``aidsafe run --plan``. One call per agent unless a kind says more."""
+        return len(self.agent_modules())
+
+    def forward(self, state: dict, ctx: StageContext) -> StageResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def context_for(self, state: dict, ctx: StageContext, **extra: Any) -> dict:
+        """The values an agent may read, from the record state."""
+        values = {"query": state.get("query", ""), "policies": ctx.policies, "intents": state.get("intents", []),
+                  "thoughts": state.get("thoughts", []), "response": state.get("response", "")}
+        values.update(extra)
+        return values
+
+    def apply_filters(self, filters: list["Filter"], thoughts: list[str], state: dict,
+                      removed: list[dict]) -> tuple[list[str], str | None]:
+        """Run deterministic filters; collect what each removed and why."""
+        for flt in filters:
+            thoughts, dropped, reason = flt.apply(thoughts, state)
+            removed += [{"thought": t, "filter": flt.type} for t in dropped]
+            if reason:
+                return thoughts, reason
+        return thoughts, None
+
+
+class Filter:
+    """A deterministic filter over a list of thoughts (and the record)."""
+
+    type = "?"
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+
+    @classmethod
+    def check(cls, spec: dict) -> list[tuple[str, str]]:
+        return []
+
+    def apply(self, thoughts: list[str], state: dict) -> tuple[list[str], list[str], str | None]:
+        """Return (kept, removed, record-level reason or None)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+def extras(prediction: dspy.Prediction, agent: Agent) -> dict:
+    """Output fields an agent declares beyond its stage's contract."""
+    return {k: prediction[k] for k in agent.output_names if k not in agent.contract.outputs}
+
+
+def clean_thoughts(value: Any) -> list[str]:
+    """Models sometimes return a string or nested items where a list of
+    thoughts is expected; keep non-empty text items."""
+    if isinstance(value, str):
+        value = [line.strip(" -*\t") for line in value.splitlines()]
+    if not isinstance(value, list):
+        return []
+    return [str(t).strip() for t in value if str(t).strip()]

@@ -1,0 +1,121 @@
+"""``deliberate``: agents take turns over the query, the policies and the
+thoughts so far. Each either corrects/extends the thoughts and updates the
+response, or states that it agrees. Stops on agreement (k agents in a row, or
+a whole round with no change) or when a budget (rounds, turns, tokens) is
+spent; the reason is recorded."""
+
+from __future__ import annotations
+
+from aidsafe.pipeline._agents import INPUT_DOCS, Contract
+from aidsafe.config._specs import FieldSpec
+from aidsafe.pipeline.stages._base import Stage, StageResult, clean_thoughts, extras, stage
+
+DEFAULT_MAX_ROUNDS = 3
+
+
+@stage("deliberate")
+class Deliberate(Stage):
+    version = 2  # v2: an unchanged revision counts towards agreement
+    contract = Contract(
+        inputs={k: INPUT_DOCS[k] for k in ("query", "policies", "intents", "thoughts", "response", "round")},
+        default_inputs=("query", "policies", "intents", "thoughts", "response"),
+        outputs={
+            "agree": FieldSpec("agree", "bool", "true if the thoughts and response already follow every policy "
+                                                "and need no change; false if you corrected them."),
+            "revised_thoughts": FieldSpec("revised_thoughts", "list[str]",
+                                          "If you do not agree: the complete corrected and extended chain of "
+                                          "thought, one thought per item. If you agree: an empty list."),
+            "revised_response": FieldSpec("revised_response", "str",
+                                          "If you do not agree: the corrected response to the user. "
+                                          "If you agree: an empty string."),
+        },
+        produces=("thoughts", "response"),
+    )
+
+    @classmethod
+    def check_spec(cls, raw):
+        problems = super().check_spec(raw)
+        if "agent" in raw and "agents" not in raw:
+            problems.append(("agent", "deliberate takes `agents: [a, b, ...]` (turn order), not `agent:`"))
+        stop = raw.get("stop", {})
+        agreement = stop.get("agreement", {})
+        if agreement.get("rule") == "no_change" and "k" in agreement:
+            problems.append(("stop", "`k` applies to the `consecutive` rule only; remove it for `no_change`"))
+        return problems
+
+    def __init__(self, spec, agents):
+        super().__init__(spec, agents)
+        self.deliberators = [agents[name] for name in spec.agents]
+        stop = spec.stop
+        self.max_rounds = stop.get("max_rounds", DEFAULT_MAX_ROUNDS)
+        self.max_turns = stop.get("max_turns")
+        self.max_tokens = stop.get("max_tokens")
+        agreement = stop.get("agreement", {"rule": "consecutive"})
+        self.rule = agreement["rule"]
+        self.k = agreement.get("k", len(self.deliberators))
+
+    def agent_modules(self):
+        return list(self.deliberators)
+
+    def max_calls(self):
+        bound = self.max_rounds * len(self.deliberators)
+        return min(bound, self.max_turns) if self.max_turns else bound
+
+    def forward(self, state, ctx):
+        thoughts = list(state.get("thoughts", []))
+        response = state.get("response", "")
+        pool = list(thoughts)
+        log: list[dict] = []
+        extra = dict(state.get("extra", {}))
+        turns = consecutive = 0
+        reason = None
+        start_tokens = ctx.tokens_used()
+        for round_no in range(1, self.max_rounds + 1):
+            changed_in_round = False
+            for agent in self.deliberators:
+                if self.max_turns is not None and turns >= self.max_turns:
+                    reason = "max_turns"
+                    break
+                if self.max_tokens is not None and ctx.tokens_used() - start_tokens >= self.max_tokens:
+                    reason = "max_tokens"
+                    break
+                pred = agent(**self.context_for(state, ctx, thoughts=thoughts, response=response, round=round_no))
+                turns += 1
+                extra.update(extras(pred, agent))
+                entry = {"round": round_no, "turn": turns, "agent": agent.spec.name}
+                if _truthy(pred.agree):
+                    consecutive += 1
+                    entry["action"] = "agree"
+                else:
+                    new_thoughts = clean_thoughts(pred.revised_thoughts) or thoughts
+                    new_response = str(pred.revised_response or "").strip() or response
+                    changed = new_thoughts != thoughts or new_response != response
+                    changed_in_round |= changed
+                    # A "revision" that changes nothing endorses what is there:
+                    # it counts towards agreement instead of resetting it.
+                    consecutive = 0 if changed else consecutive + 1
+                    pool += [t for t in new_thoughts if t not in pool]
+                    thoughts, response = new_thoughts, new_response
+                    entry.update(action="revise", changed=changed, thoughts=new_thoughts, response=new_response)
+                log.append(entry)
+                if self.rule == "consecutive" and consecutive >= self.k:
+                    reason = "agreement"
+                    break
+            if reason:
+                break
+            if self.rule == "no_change" and not changed_in_round:
+                reason = "no_change"
+                break
+        if reason is None:
+            reason = "max_rounds"
+        rounds_done = log[-1]["round"] if log else 0
+        return StageResult({
+            "thoughts": thoughts, "response": response, "all_thoughts": pool, "extra": extra,
+            "deliberation": {"stop_reason": reason, "rounds": rounds_done, "turns": turns, "log": log},
+        })
+
+
+def _truthy(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "agree", "1")
+    return bool(value)

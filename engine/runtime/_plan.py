@@ -1,0 +1,150 @@
+"""Looking before (and after) a run: ``show``, ``run --plan`` and
+``cache explain``. Nothing here calls a model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from aidsafe.pipeline._compile import Program
+from aidsafe.runtime._records import read_inputs
+from aidsafe.pipeline.stages import STAGES
+
+
+def describe_recipe(program: Program) -> str:
+    """The resolved recipe (after ``extends``) and its stage graph."""
+    recipe = program.recipe
+    lines = [f"# {recipe.name}  ({' <- '.join(recipe.chain)})", f"# recipe hash {recipe.hash[:16]}",
+             f"# policies {program.policies.name} ({len(program.policies.policies)} policies, "
+             f"hash {program.policies.hash[:16]})", ""]
+    lines.append("stage graph:")
+    lines.append("  input(query)")
+    for stage in program.stage_modules():
+        agents = ", ".join(f"{a.spec.name}@{a.spec.model}" for a in stage.agent_modules()) or "no agent"
+        detail = ""
+        if stage.kind == "deliberate":
+            stop = stage.spec.stop
+            detail = (f" rounds<={stage.max_rounds}" + (f" turns<={stage.max_turns}" if stage.max_turns else "")
+                      + (f" tokens<={stage.max_tokens}" if stage.max_tokens else "")
+                      + f" agreement={stage.rule}" + (f"(k={stage.k})" if stage.rule == "consecutive" else ""))
+            del stop
+        filters = [f.type for f in stage.filters_before] and f" filters-before={[f.type for f in stage.filters_before]}"
+        after = [f.type for f in stage.filters_after] and f" filters-after={[f.type for f in stage.filters_after]}"
+        contract = STAGES.get(stage.kind).contract
+        lines.append(f"  -> [{stage.spec.id}] {stage.kind} ({agents}){detail}{filters or ''}{after or ''}"
+                     f"  writes: {', '.join(contract.produces) or '-'}")
+    lines.append("  -> output record")
+    lines.append("")
+    lines.append("resolved recipe:")
+    lines.append(yaml.safe_dump(recipe.data, sort_keys=False, allow_unicode=True, width=100).rstrip())
+    return "\n".join(lines)
+
+
+@dataclass
+class StagePlan:
+    reused: int = 0
+    to_run: int = 0
+    max_new_calls: int = 0
+
+
+@dataclass
+class Plan:
+    records: int = 0
+    stages: dict[str, StagePlan] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        out = [f"plan for {self.records} record(s):"]
+        total = 0
+        for stage_id, sp in self.stages.items():
+            out.append(f"  {stage_id:<16} reused {sp.reused:>5}   to run {sp.to_run:>5}   new LM calls <= {sp.max_new_calls}")
+            total += sp.max_new_calls
+        out.append(f"  total new LM calls <= {total} (upper bound: some may still come from the call cache)")
+        return out
+
+
+def plan_run(program: Program, input_path: str | Path, field_name: str | None = None,
+             id_field: str | None = None, limit: int | None = None) -> Plan:
+    """Per stage: how many records come from the stage cache, how many run,
+    and at most how many new LM calls that takes. Calls no model."""
+    recipe = program.recipe
+    plan = Plan(stages={sid: StagePlan() for sid in program.stage_ids})
+    components = {s.spec.id: program.stage_components(s) for s in program.stage_modules()}
+    for item in read_inputs(input_path, field_name or recipe.input_field, id_field or recipe.id_field, [], limit):
+        plan.records += 1
+        if item.error:
+            continue
+        state = {"query": item.prompt}
+        missed = False
+        for stage in program.stage_modules():
+            sp = plan.stages[stage.spec.id]
+            if not missed:
+                key, _ = program.stage_key(stage, state, components[stage.spec.id])
+                hit = program.cache.get_stage(key, count=False) if program.cache else None
+                if hit is not None:
+                    sp.reused += 1
+                    state.update(hit["updates"])
+                    if hit.get("filtered"):
+                        break
+                    continue
+                missed = True
+            sp.to_run += 1
+            sp.max_new_calls += stage.max_calls()
+    return plan
+
+
+def explain_record(program: Program, record_id: str, input_path: str | Path | None = None) -> list[str]:
+    """Why a record's stages hit or miss the cache now: for each stage, the
+    key parts that differ from the last time this record was computed."""
+    recipe = program.recipe
+    cache = program.cache
+    query = None
+    if input_path is not None:
+        for item in read_inputs(input_path, recipe.input_field, recipe.id_field):
+            if item.id == str(record_id):
+                query = item.prompt
+                break
+        if query is None:
+            return [f"record {record_id!r} is not in {input_path}"]
+    lines = []
+    state = {"query": query} if query is not None else None
+    for stage in program.stage_modules():
+        sid = stage.spec.id
+        before = cache.get_explain(recipe.name, record_id, sid)
+        now = program.stage_components(stage)
+        if state is not None:
+            key, now = program.stage_key(stage, state, now)
+            hit = cache.get_stage(key, count=False)
+        else:
+            hit = None
+        if before is None:
+            lines.append(f"[{sid}] never computed for record {record_id!r} with recipe {recipe.name!r}")
+            state = None
+            continue
+        changed = _diff_components(before, now)
+        if hit is not None:
+            lines.append(f"[{sid}] cache hit")
+            state.update(hit["updates"])
+            continue
+        if state is None:
+            changed = [c for c in changed if c != "upstream"] + ["upstream (an earlier stage changed)"]
+        lines.append(f"[{sid}] miss: changed " + (", ".join(changed) if changed else "nothing in the key "
+                     "(the entry was cleared or evicted)"))
+        state = None
+    return lines
+
+
+def _diff_components(before: dict, now: dict) -> list[str]:
+    changed = []
+    for part in sorted(set(before) | set(now)):
+        old, new = before.get(part), now.get(part)
+        if part == "agents" and isinstance(old, dict) and isinstance(new, dict):
+            for name in sorted(set(old) | set(new)):
+                if old.get(name) != new.get(name):
+                    changed.append(f"agent {name} (instructions, fields, demos, model or sampling)")
+        elif old != new:
+            label = {"spec": "stage spec (stop criteria, filters, agents list)", "policies": "policy text",
+                     "kind": "stage kind/version", "upstream": "upstream content"}.get(part, part)
+            changed.append(label)
+    return changed

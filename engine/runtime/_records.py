@@ -1,0 +1,224 @@
+"""Input records in, output records out.
+
+Inputs are JSONL or CSV (such as the shipped prompt sets); every input row
+becomes exactly one output record, with a status: ``ok``, ``filtered`` or
+``failed`` (a bad input row is ``failed`` with the reason, never skipped).
+
+Output is crash-safe: finished records are appended to ``OUT.journal`` (one
+fsync'd line each); the output file itself is only ever replaced atomically,
+in input order, from the journal. A torn last journal line (kill -9 mid-write)
+is cut off on the next start. A rerun resumes from the journal.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from aidsafe._util.errors import UserError
+
+
+@dataclass
+class InputRecord:
+    index: int  # 0-based position in the input
+    id: str
+    prompt: str | None
+    meta: dict = field(default_factory=dict)
+    error: str | None = None  # why the row is unusable
+
+
+def iter_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(row number, row or None, why the row is unusable) from a CSV or JSONL
+    file; a bad row is reported, never skipped."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        # Prompt sets and datasets with long CoT cells exceed csv's default limit.
+        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+        with open(path, newline="", encoding="utf-8") as handle:
+            for number, row in enumerate(csv.DictReader(handle), 2):
+                yield number, row, None
+    elif suffix in (".jsonl", ".ndjson", ".json"):
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    yield number, None, f"line {number}: not valid JSON ({exc.msg}); fix or remove the line"
+                    continue
+                if not isinstance(row, dict):
+                    yield number, None, f"line {number}: expected a JSON object, found {type(row).__name__}"
+                    continue
+                yield number, row, None
+    else:
+        raise UserError(f"{path}: unsupported input format {suffix or '(no suffix)'}; use .jsonl or .csv")
+
+
+def read_inputs(path: str | Path, field_name: str = "prompt", id_field: str | None = None,
+                keep: list[str] | None = None, limit: int | None = None) -> Iterator[InputRecord]:
+    """Stream input records. Ids come from ``id_field`` or the row number."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"input file {str(path)!r} not found")
+    seen: set[str] = set()
+    index = 0
+    for number, row, error in iter_rows(path):
+        if limit is not None and index >= limit:
+            return
+        if row is not None and id_field and row.get(id_field) not in (None, ""):
+            rid = str(row[id_field])
+        else:
+            rid = str(number)
+        if rid in seen:
+            rid, error = f"{rid}#row{number}", error or f"row {number}: duplicate id {rid!r}; ids must be unique"
+        seen.add(rid)
+        prompt = None
+        if row is not None and error is None:
+            value = row.get(field_name)
+            if value is None:
+                known = ", ".join(map(str, row)) or "(none)"
+                error = (f"row {number}: no field {field_name!r} (fields: {known}); "
+                         f"set `input: {{field: NAME}}` in the recipe or pass --field NAME")
+            elif not isinstance(value, str) or not value.strip():
+                error = f"row {number}: field {field_name!r} must be non-empty text"
+            else:
+                prompt = value
+        meta = {k: row.get(k) for k in (keep or []) if row is not None and k in row}
+        yield InputRecord(index=index, id=rid, prompt=prompt, meta=meta, error=error)
+        index += 1
+
+
+def iter_jsonl_records(path: str | Path, what: str = "records file") -> Iterator[tuple[int, dict]]:
+    """Stream (line number, record) from a JSONL file of output records. A
+    missing file or a line that is not a JSON object is a :class:`UserError`
+    naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {str(path)!r} not found")
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise UserError(f"{path}:{number}: not valid JSON ({exc.msg}); records files are the JSONL "
+                                "written by `aidsafe run`") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{path}:{number}: expected a JSON object (one record per line), "
+                                f"found {type(record).__name__}")
+            yield number, record
+
+
+def count_inputs(path: str | Path) -> int:
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8") as handle:
+            return max(sum(1 for _ in csv.DictReader(handle)), 0)
+    with open(path, encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+class Journal:
+    """Append-only record log beside the output (``OUT.journal``).
+
+    Each record is written and flushed at once, so a killed process loses
+    nothing (the data is in the kernel). fsync, which only matters for power
+    loss, runs at most every ``fsync_every`` seconds and on close: an fsync per
+    record would dominate a warm rerun.
+    """
+
+    def __init__(self, output: Path, fsync_every: float = 1.0):
+        self.output = Path(output)
+        self.path = self.output.with_name(self.output.name + ".journal")
+        self.fsync_every = fsync_every
+        self._lock = threading.Lock()
+        self._handle = None
+        self._synced = 0.0
+
+    def load(self) -> dict[str, dict]:
+        """Records already finished: id -> last record written for it. Starts
+        the journal from a previous complete output if there is no journal."""
+        if not self.path.exists() and self.output.exists():
+            self.path.write_bytes(self.output.read_bytes())
+        done: dict[str, dict] = {}
+        if not self.path.exists():
+            return done
+        with open(self.path, "rb+") as handle:
+            data = handle.read()
+            end = data.rfind(b"\n") + 1
+            if end != len(data):
+                handle.truncate(end)  # a torn last line from a crash
+            for line in io.BytesIO(data[:end]):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and "id" in record:
+                    done[str(record["id"])] = _summary(record)
+        return done
+
+    def append(self, record: dict) -> None:
+        line = (json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
+        with self._lock:
+            if self._handle is None:
+                self._handle = open(self.path, "ab")
+            self._handle.write(line)
+            self._handle.flush()
+            now = time.monotonic()
+            if now - self._synced >= self.fsync_every:
+                os.fsync(self._handle.fileno())
+                self._synced = now
+
+    def close(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+                self._handle.close()
+                self._handle = None
+
+    def finalize(self, order: list[str], remove: bool) -> int:
+        """Write the output in ``order`` (ids) atomically from the journal's
+        last record per id. Returns how many records were written."""
+        self.close()
+        offsets: dict[str, int] = {}
+        if self.path.exists():
+            with open(self.path, "rb") as handle:
+                position = 0
+                for line in handle:
+                    try:
+                        rid = str(json.loads(line)["id"])
+                        offsets[rid] = position
+                    except (ValueError, KeyError, TypeError):
+                        pass
+                    position += len(line)
+        tmp = self.output.with_name(self.output.name + ".tmp")
+        written = 0
+        with open(tmp, "wb") as out, open(self.path, "rb") if self.path.exists() else io.BytesIO() as src:
+            for rid in order:
+                if rid not in offsets:
+                    continue
+                src.seek(offsets[rid])
+                out.write(src.readline())
+                written += 1
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.output)
+        if remove:
+            self.path.unlink(missing_ok=True)
+        return written
+
+
+def _summary(record: dict) -> dict:
+    return {"status": record.get("status"), "recipe_hash": (record.get("provenance") or {}).get("recipe_hash"),
+            "prompt": record.get("prompt")}

@@ -1,0 +1,5 @@
+"""The content-addressed disk cache (diskcache): LM calls and stage results."""
+
+from aidsafe.store._cache import Cache
+
+__all__ = ["Cache"]
