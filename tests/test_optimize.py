@@ -116,7 +116,7 @@ def test_tunable_copies_do_not_share_predictors_and_keep_their_models(fake, reci
     program = compile_recipe(recipe, build_models(recipe.models, Cache(tmp_path / "c")))
     tunable = TunableProgram(program, roles=["critic_a", "refiner"])
     assert [n for n, _ in tunable.named_predictors()] == [
-        "program.stage_deliberation.deliberators[0].predict", "program.stage_refine.agent.predict"]
+        "program.agents['deliberation.critic_a'].predict", "program.agents['refine.refiner'].predict"]
     copy = tunable.reset_copy()
     for (_, mine), (_, theirs) in zip(tunable.named_predictors(), copy.named_predictors()):
         assert mine is not theirs and mine.lm is theirs.lm is not None

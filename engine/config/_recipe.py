@@ -16,7 +16,7 @@ from aidsafe._util.errors import RecipeError, UserError
 from aidsafe._util.hashing import sha256_of
 from aidsafe._util.registry import suggest
 from aidsafe.config._schema import raise_located, schema_problems
-from aidsafe.config._specs import AGENT_SLOTS, FIELD_TYPES, KIND_OPTIONS, AgentSpec, FieldSpec, ModelSpec, Recipe, StageSpec
+from aidsafe.config._specs import FIELD_TYPES, AgentSpec, FieldSpec, ModelSpec, Recipe, StageSpec
 from aidsafe.config._yaml import Located, PathKey, load_yaml_file
 
 # ---------------------------------------------------------------- extends
@@ -155,6 +155,9 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
 
     seen_ids: dict[str, int] = {}
     produced = {"query"}
+    # keys that only some kinds take: role slots (``judge: NAME``) and options
+    kind_keys = sorted({key for k in STAGES.names() for key in (*getattr(STAGES.get(k), "slots", {}),
+                                                                *STAGES.get(k).options)} - {"agents", "stop"})
     for index, stage in enumerate(stages):
         base = ("stages", index)
         stage_id, kind = stage.get("id"), stage.get("kind")
@@ -176,15 +179,15 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
                                                    f"stage produces; add a {' or '.join(makers)} stage before it"))
         produced |= set(contract.produces)
         slots = getattr(kind_cls, "slots", {})
-        for key in AGENT_SLOTS + KIND_OPTIONS:
-            if key in stage and key not in slots and key not in getattr(kind_cls, "options", ()):
+        for key in kind_keys:
+            if key in stage and key not in slots and key not in kind_cls.options:
                 takers = [k for k in STAGES.names()
                           if key in getattr(STAGES.get(k), "slots", {}) or key in getattr(STAGES.get(k), "options", ())]
                 problems.append((base + (key,), f"stage kind {kind} takes no `{key}:`; it applies to "
                                                 f"{', '.join(takers)} stages; remove it"))
         names = ([("agent", stage["agent"])] if "agent" in stage else []) + \
             [(("agents", i), a) for i, a in enumerate(stage.get("agents", []))] + \
-            [(slot, stage[slot]) for slot in AGENT_SLOTS if slot in slots and isinstance(stage.get(slot), str)]
+            [(slot, stage[slot]) for slot in slots if isinstance(stage.get(slot), str)]
         for key, agent_name in names:
             key_path = base + (key if isinstance(key, tuple) else (key,))
             if agent_name not in agents:
@@ -270,8 +273,12 @@ def _build(path: Path, data: dict, located: Located, chain: list[str]) -> Recipe
         agents[name] = AgentSpec(name=name, instructions=spec["instructions"].strip(),
                                  model=spec.get("model", "default"), inputs=inputs, outputs=outputs,
                                  temperature=spec.get("temperature"), max_tokens=spec.get("max_tokens"))
+    from aidsafe.pipeline.stages import STAGES
+
     stages = [StageSpec(id=s["id"], kind=s["kind"], agent=s.get("agent"), agents=tuple(s.get("agents", [])),
-                        raw=s, index=i) for i, s in enumerate(data["stages"])]
+                        raw=s, index=i, slot_agents=tuple(s[slot] for slot in getattr(STAGES.get(s["kind"]), "slots", {})
+                                                          if isinstance(s.get(slot), str)))
+              for i, s in enumerate(data["stages"])]
     policy = data["policies"]
     input_cfg = data.get("input", {})
     return Recipe(

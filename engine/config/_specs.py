@@ -13,11 +13,6 @@ from aidsafe.config._yaml import Located
 
 FIELD_TYPES = ("str", "list[str]", "bool", "int", "float", "dict")
 
-# Stage keys that name one agent each (a "slot"); a stage kind lists the slots
-# it takes, each with its own contract, in its ``slots`` attribute.
-AGENT_SLOTS = ("believer", "judge", "generator")
-# Stage keys that only some kinds take (the kind lists them in ``options``).
-KIND_OPTIONS = ("candidates", "refine_rounds", "margin")
 
 
 @dataclass(frozen=True)
@@ -80,6 +75,9 @@ class StageSpec:
     agents: tuple[str, ...]
     raw: dict
     index: int
+    # agents named by role (``judge: NAME``); which keys are roles is the kind's
+    # knowledge (its ``slots``), resolved by the loader
+    slot_agents: tuple[str, ...] = ()
 
     @property
     def stop(self) -> dict:
@@ -96,8 +94,8 @@ class StageSpec:
         return {"before": value.get("before", []), "after": value.get("after", [])}
 
     def agent_names(self) -> list[str]:
-        slots = [self.raw[slot] for slot in AGENT_SLOTS if isinstance(self.raw.get(slot), str)]
-        return ([self.agent] if self.agent else []) + list(self.agents) + slots
+        """Every agent the stage uses: ``agent``, ``agents`` and role slots."""
+        return ([self.agent] if self.agent else []) + list(self.agents) + list(self.slot_agents)
 
 
 @dataclass

@@ -37,7 +37,12 @@ class RecordRun:
 
 
 class Program(dspy.Module):
-    """A compiled recipe."""
+    """A compiled recipe.
+
+    Stages are plain objects that wire agents; the program owns every agent
+    (``self.agents``, keyed ``"<stage id>.<agent>"``), so DSPy's optimizers,
+    ``named_predictors()`` and ``save``/``load`` see each predictor once.
+    """
 
     def __init__(self, recipe: Recipe, models: dict[str, ModelHandle], policies: PolicySet,
                  cache: Cache | None = None, prompts: dict | None = None):
@@ -47,8 +52,9 @@ class Program(dspy.Module):
         self.policies = policies
         self.cache = cache
         self.stage_ids: list[str] = []
+        self.stages: dict[str, Stage] = {}
+        self.agents: dict[str, Agent] = {}
         self._components: dict[str, dict] = {}
-        agents_by_stage: dict[str, dict[str, Agent]] = {}
         for spec in recipe.stages:
             kind = STAGES.get(spec.kind)
             agents = {}
@@ -56,8 +62,13 @@ class Program(dspy.Module):
                 agent_spec = recipe.agents[name]
                 agents[name] = Agent(agent_spec, kind.contract, models[agent_spec.model].lm,
                                      recipe.max_parse_retries)
-            agents_by_stage[spec.id] = agents
-            setattr(self, f"stage_{spec.id}", kind(spec, agents))
+            built = kind(spec, agents)
+            self.stages[spec.id] = built
+            for agent in built.agent_modules():
+                key = f"{spec.id}.{agent.spec.name}"
+                while key in self.agents and self.agents[key] is not agent:  # one agent in two role slots
+                    key += "'"
+                self.agents[key] = agent
             self.stage_ids.append(spec.id)
         self.adapter = dspy.JSONAdapter() if recipe.adapter == "json" else dspy.ChatAdapter()
         if prompts:
@@ -67,7 +78,8 @@ class Program(dspy.Module):
             self.reset_keys()
 
     def stage_modules(self) -> list[Stage]:
-        return [getattr(self, f"stage_{sid}") for sid in self.stage_ids]
+        """The stages in pipeline order."""
+        return [self.stages[sid] for sid in self.stage_ids]
 
     # -------------------------------------------------------------- keys
     def stage_components(self, stage: Stage) -> dict:

@@ -10,7 +10,6 @@ import yaml
 
 from aidsafe.pipeline._compile import Program
 from aidsafe.runtime._records import read_inputs
-from aidsafe.pipeline.stages import STAGES
 
 
 def describe_recipe(program: Program) -> str:
@@ -23,18 +22,11 @@ def describe_recipe(program: Program) -> str:
     lines.append("  input(query)")
     for stage in program.stage_modules():
         agents = ", ".join(f"{a.spec.name}@{a.spec.model}" for a in stage.agent_modules()) or "no agent"
-        detail = ""
-        if stage.kind == "deliberate":
-            stop = stage.spec.stop
-            detail = (f" rounds<={stage.max_rounds}" + (f" turns<={stage.max_turns}" if stage.max_turns else "")
-                      + (f" tokens<={stage.max_tokens}" if stage.max_tokens else "")
-                      + f" agreement={stage.rule}" + (f"(k={stage.k})" if stage.rule == "consecutive" else ""))
-            del stop
+        detail = stage.describe()
         filters = [f.type for f in stage.filters_before] and f" filters-before={[f.type for f in stage.filters_before]}"
         after = [f.type for f in stage.filters_after] and f" filters-after={[f.type for f in stage.filters_after]}"
-        contract = STAGES.get(stage.kind).contract
         lines.append(f"  -> [{stage.spec.id}] {stage.kind} ({agents}){detail}{filters or ''}{after or ''}"
-                     f"  writes: {', '.join(contract.produces) or '-'}")
+                     f"  writes: {', '.join(stage.contract.produces) or '-'}")
     lines.append("  -> output record")
     lines.append("")
     lines.append("resolved recipe:")

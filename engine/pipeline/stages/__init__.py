@@ -1,14 +1,31 @@
-"""Stage kinds, each in its own module, registered by name with ``@stage``."""
+"""Stage kinds, each in its own private module, registered by name with
+``@stage`` (filters with ``@filter_kind``). Third-party kinds and filters come
+from the entry-point groups ``aidsafe.stages`` and ``aidsafe.filters``."""
 
-from aidsafe.pipeline.stages import belief  # noqa: F401  (registration)  # noqa: F401  (registration: preference pairs)
-from aidsafe.pipeline.stages import decompose
-from aidsafe.pipeline.stages import deliberate
-from aidsafe.pipeline.stages import filter
-from aidsafe.pipeline.stages import filters
-from aidsafe.pipeline.stages import generate
-from aidsafe.pipeline.stages import pair
-from aidsafe.pipeline.stages import refine
-from aidsafe.pipeline.stages import respond
-from aidsafe.pipeline.stages._base import FILTERS, STAGES, Filter, Stage, StageContext, StageResult, filter_kind, stage
+from aidsafe.pipeline.stages import (  # noqa: F401  (importing registers the built-in kinds)
+    _belief,
+    _decompose,
+    _deliberate,
+    _filter,
+    _filters,
+    _generate,
+    _pair,
+    _refine,
+    _respond,
+)
+from aidsafe.pipeline.stages._base import (
+    FILTERS,
+    STAGES,
+    Filter,
+    Stage,
+    StageContext,
+    StageResult,
+    clean_thoughts,
+    extras,
+    filter_kind,
+    stage,
+)
+from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 
-__all__ = ["FILTERS", "STAGES", "Filter", "Stage", "StageContext", "StageResult", "filter_kind", "stage"]
+__all__ = ["FILTERS", "INPUT_DOCS", "STAGES", "Contract", "Filter", "Stage", "StageContext", "StageResult",
+           "clean_thoughts", "extras", "filter_kind", "stage"]

@@ -1,19 +1,30 @@
 """Stage kinds and filters are registered by name; a recipe's ``kind:`` and
-``type:`` look them up here."""
+``type:`` look them up here.
+
+Nothing here imports DSPy: a stage is a plain object that wires the agents
+(``dspy.Module`` objects) it is given, and the compiled ``Program`` owns those
+agents, so DSPy's optimizers still find every predictor. That keeps loading
+and checking recipes (``aidsafe validate``) free of DSPy's import cost.
+
+Third parties add kinds and filters without editing the package, through the
+entry-point groups ``aidsafe.stages`` and ``aidsafe.filters`` (see README,
+"Extending aidsafe").
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import dspy
-
-from aidsafe.pipeline._agents import Agent, Contract
-from aidsafe.config._specs import StageSpec
 from aidsafe._util.registry import Registry
+from aidsafe.config._specs import StageSpec
+from aidsafe.pipeline._contract import Contract
 
-STAGES: Registry[type["Stage"]] = Registry("stage kind")
-FILTERS: Registry[type["Filter"]] = Registry("filter")
+if TYPE_CHECKING:  # pragma: no cover
+    from aidsafe.pipeline._agents import Agent
+
+STAGES: Registry[type["Stage"]] = Registry("stage kind", entry_points="aidsafe.stages")
+FILTERS: Registry[type["Filter"]] = Registry("filter", entry_points="aidsafe.filters")
 
 
 def stage(name: str) -> Callable:
@@ -53,16 +64,23 @@ class StageResult:
     filtered: str | None = None  # a reason: the record is dropped with status `filtered`
 
 
-class Stage(dspy.Module):
-    """Base of all stage kinds: a thin ``dspy.Module`` whose ``__init__`` builds
-    its agents and whose ``forward`` wires them."""
+class Stage:
+    """Base of all stage kinds: ``__init__`` takes its agents (built by the
+    compiler from the kind's ``contract``), ``forward`` only wires them.
+
+    Everything particular to a kind lives in its module: its contract, its
+    checks of the stage mapping (:meth:`check_spec`), its line in
+    ``aidsafe show`` (:meth:`describe`) and its bound on LM calls
+    (:meth:`max_calls`).
+    """
 
     kind = "?"
     contract = Contract(inputs={}, default_inputs=(), outputs={})
     version = 1  # bump when a kind's behaviour changes, to invalidate its cache
+    # stage keys only this kind takes beyond id/kind/agent/filters (checked by the loader)
+    options: tuple[str, ...] = ()
 
     def __init__(self, spec: StageSpec, agents: dict[str, Agent]):
-        super().__init__()
         self.spec = spec
         self.filters_before = [FILTERS.get(f["type"])(f) for f in spec.filters["before"]]
         self.filters_after = [FILTERS.get(f["type"])(f) for f in spec.filters["after"]]
@@ -75,14 +93,22 @@ class Stage(dspy.Module):
             problems.append(("kind", f"stage kind {cls.kind} needs an `agent:`"))
         if not cls.contract.outputs and ("agent" in raw or "agents" in raw):
             problems.append(("agent", f"stage kind {cls.kind} runs no agent; remove `agent:`"))
-        if "agents" in raw and cls.kind != "deliberate":
+        if "agents" in raw and "agents" not in cls.options:
             problems.append(("agents", f"only deliberate stages take `agents:`; use `agent: NAME` for {cls.kind}"))
-        if "stop" in raw and cls.kind != "deliberate":
+        if "stop" in raw and "stop" not in cls.options:
             problems.append(("stop", "only deliberate stages take `stop:`"))
         return problems
 
     def agent_modules(self) -> list[Agent]:
+        """The agents this stage calls (the compiler registers them with the program)."""
         return []
+
+    def describe(self) -> str:
+        """Extra detail for this stage's line in ``aidsafe show`` (budgets, rules)."""
+        return ""
+
+    def __call__(self, state: dict, ctx: StageContext) -> StageResult:
+        return self.forward(state, ctx)
 
     def max_calls(self) -> int:
         """Upper bound of LM calls per record (without parse retries); used by
@@ -120,6 +146,7 @@ class Filter:
 
     @classmethod
     def check(cls, spec: dict) -> list[tuple[str, str]]:
+        """Problems with this filter's mapping: (key, message) pairs."""
         return []
 
     def apply(self, thoughts: list[str], state: dict) -> tuple[list[str], list[str], str | None]:
@@ -127,7 +154,7 @@ class Filter:
         raise NotImplementedError  # pragma: no cover - abstract
 
 
-def extras(prediction: dspy.Prediction, agent: Agent) -> dict:
+def extras(prediction: Any, agent: Agent) -> dict:
     """Output fields an agent declares beyond its stage's contract."""
     return {k: prediction[k] for k in agent.output_names if k not in agent.contract.outputs}
 

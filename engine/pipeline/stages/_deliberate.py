@@ -6,7 +6,7 @@ spent; the reason is recorded."""
 
 from __future__ import annotations
 
-from aidsafe.pipeline._agents import INPUT_DOCS, Contract
+from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 from aidsafe.config._specs import FieldSpec
 from aidsafe.pipeline.stages._base import Stage, StageResult, clean_thoughts, extras, stage
 
@@ -32,6 +32,8 @@ class Deliberate(Stage):
         produces=("thoughts", "response"),
     )
 
+    options = ("agents", "stop")
+
     @classmethod
     def check_spec(cls, raw):
         problems = super().check_spec(raw)
@@ -56,6 +58,11 @@ class Deliberate(Stage):
 
     def agent_modules(self):
         return list(self.deliberators)
+
+    def describe(self):
+        return (f" rounds<={self.max_rounds}" + (f" turns<={self.max_turns}" if self.max_turns else "")
+                + (f" tokens<={self.max_tokens}" if self.max_tokens else "")
+                + f" agreement={self.rule}" + (f"(k={self.k})" if self.rule == "consecutive" else ""))
 
     def max_calls(self):
         bound = self.max_rounds * len(self.deliberators)

@@ -20,13 +20,15 @@ scores both sides and applies the margin filter.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aidsafe.pipeline._agents import INPUT_DOCS, Agent, Contract
+from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 from aidsafe._util.errors import OutputParseError
-from aidsafe.models._engine import sample_index
 from aidsafe.config._specs import FieldSpec
 from aidsafe.pipeline.stages._base import Stage, StageResult, clean_thoughts, extras, stage
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aidsafe.pipeline._agents import Agent
 
 SCORE_MIN, SCORE_MAX = 1, 5
 
@@ -87,6 +89,8 @@ def union_contract(slots: dict[str, Contract], requires: tuple, produces: tuple)
 def slot_agent(agent: Agent, contract: Contract) -> Agent:
     """``agent`` rebuilt with its slot's contract (the compiler builds every
     agent of a stage with the kind's contract)."""
+    from aidsafe.pipeline._agents import Agent
+
     return Agent(agent.spec, contract, agent.predict.lm, agent.max_parse_retries)
 
 
@@ -172,6 +176,8 @@ class Belief(Stage):
         return per_round * (self.rounds + 1) + 1
 
     def forward(self, state, ctx):
+        from aidsafe.models import sample_index
+
         tried: list[dict] = []
         best: dict | None = None
         scores: dict[str, Verdict] = {}  # a belief written twice is judged once

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aidsafe.pipeline._agents import Contract
+from aidsafe.pipeline._contract import Contract
 from aidsafe.pipeline.stages._base import Stage, StageResult, stage
 
 

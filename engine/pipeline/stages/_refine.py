@@ -4,7 +4,7 @@ policy-inconsistent thoughts. Deterministic filters run before and/or after."""
 
 from __future__ import annotations
 
-from aidsafe.pipeline._agents import INPUT_DOCS, Contract
+from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 from aidsafe.config._specs import FieldSpec
 from aidsafe.pipeline.stages._base import Stage, StageResult, clean_thoughts, extras, stage
 
