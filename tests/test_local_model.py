@@ -1,4 +1,4 @@
-"""Tests for engine.local_model: weights assembly with fake parts, model
+"""Tests for aidsafe.models.local: weights assembly with fake parts, model
 references, request translation, and one real run with the smoke model."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import aidsafe.models.local._local as L
+import aidsafe.models.local._weights as L
+from aidsafe.models.local import LlamaCppEngine, serve
 from aidsafe._util.errors import ModelError
 
 # --------------------------------------------------------------------------
@@ -234,19 +235,19 @@ def _fake_model(tmp_path) -> L.LocalModel:
 
 
 def test_engine_is_lazy_and_identity_is_complete(tmp_path):
-    engine = L.LlamaCppEngine(_fake_model(tmp_path), n_threads=1, n_ctx=1024, repeat_penalty=1.2, seed=7)
+    engine = LlamaCppEngine(_fake_model(tmp_path), n_threads=1, n_ctx=1024, repeat_penalty=1.2, seed=7)
     assert engine._server is None  # nothing loaded by the constructor
     ident = engine.identity()
     assert ident["backend"] == "llama.cpp"
     assert ident["model"] == "x" and ident["sha256"] == "0" * 64
     assert ident["n_ctx"] == 1024 and ident["repeat_penalty"] == 1.2 and ident["seed"] == 7
     assert "n_threads" not in ident
-    assert ident == L.LlamaCppEngine(_fake_model(tmp_path), n_threads=2, n_ctx=1024, repeat_penalty=1.2, seed=7).identity()
+    assert ident == LlamaCppEngine(_fake_model(tmp_path), n_threads=2, n_ctx=1024, repeat_penalty=1.2, seed=7).identity()
 
 
 def test_request_translation(tmp_path):
     lm15 = pytest.importorskip("dspy.lm15")
-    engine = L.LlamaCppEngine(_fake_model(tmp_path), repeat_penalty=1.1, seed=3)
+    engine = LlamaCppEngine(_fake_model(tmp_path), repeat_penalty=1.1, seed=3)
     req = lm15.Request(
         model="local/x",
         system=(lm15.TextPart("Be terse."),),
@@ -275,7 +276,7 @@ def test_request_translation(tmp_path):
 
 def test_serve_refuses_remote_host(tmp_path):
     with pytest.raises(ModelError, match="refusing to serve on 0.0.0.0"):
-        L.serve("smoke", tmp_path, host="0.0.0.0")
+        serve("smoke", tmp_path, host="0.0.0.0")
 
 
 # --------------------------------------------------------------------------
@@ -298,7 +299,7 @@ def test_smoke_model_through_dspy_predict(tmp_path, monkeypatch):
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import dspy
 
-    engine = L.LlamaCppEngine(L.resolve_local("smoke", tmp_path), n_ctx=2048)
+    engine = LlamaCppEngine(L.resolve_local("smoke", tmp_path), n_ctx=2048)
     try:
         lm = dspy.LM("local/smoke", engine=engine, cache=False, num_retries=0, max_tokens=32, temperature=0.0)
 

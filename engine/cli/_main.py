@@ -236,7 +236,7 @@ def serve(model_ref, port, threads, n_ctx, parallel, cache_dir, no_cache):
     """Serve the embedded model as an OpenAI-compatible server on 127.0.0.1,
     so several processes share one loaded model (use it from a recipe with
     model: openai/NAME and api_base: http://127.0.0.1:PORT/v1)."""
-    from aidsafe.models.local._local import serve as serve_model
+    from aidsafe.models.local import serve as serve_model
     from aidsafe._util.paths import weights_dir
 
     click.echo(f"serving {model_ref} on http://127.0.0.1:{port}/v1 (Ctrl-C to stop)", err=True)

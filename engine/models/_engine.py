@@ -4,7 +4,7 @@ Every model becomes a ``dspy.LM`` whose engine is a :class:`CachingEngine`
 around the real backend:
 
 * ``local:default`` / ``local:smoke`` / ``local:/path/model.gguf``: in-process
-  llama.cpp (see :mod:`engine.local_model`);
+  llama.cpp (see :mod:`aidsafe.models.local`);
 * any other string: a ``dspy.LM`` model string (``openai/...``,
   ``hosted_vllm/...``, ``ollama_chat/...``), sent by DSPy's own clients;
 * ``fake:NAME``: an engine registered in-process with
@@ -328,7 +328,7 @@ class RemoteEngine:
 
 
 def _local_engine(spec: ModelSpec):
-    from aidsafe.models.local._local import LlamaCppEngine, resolve_local
+    from aidsafe.models.local import LlamaCppEngine, resolve_local
     from aidsafe._util.paths import weights_dir
 
     ref = spec.model.split(":", 1)[1]
