@@ -346,10 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         ours(tmp / "warm-ours.jsonl", limit=2)
         theirs(tmp / "warm-theirs.jsonl", limit=2)
 
-        results: dict[str, list[Side]] = {"aidsafe.runtime._run": [], "hand-written DSPy": []}
+        results: dict[str, list[Side]] = {"aidsafe.run": [], "hand-written DSPy": []}
         for r in range(args.rounds):
             # Alternate the order so drift in machine load hits both sides alike.
-            order = [("aidsafe.runtime._run", ours), ("hand-written DSPy", theirs)]
+            order = [("aidsafe.run", ours), ("hand-written DSPy", theirs)]
             if r % 2:
                 order.reverse()
             for label, fn in order:
@@ -372,8 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<18} {med:>9.3f} {min(s.wall for s in sides):>8.3f} {max(s.wall for s in sides):>8.3f} "
               f"{args.records / med:>7.1f} {cpu_ms:>11.1f} {calls:>13} {calls / args.records:>9.2f}  {statuses}")
 
-    ours_sides, theirs_sides = results["aidsafe.runtime._run"], results["hand-written DSPy"]
-    ratio = medians["aidsafe.runtime._run"] / medians["hand-written DSPy"]
+    ours_sides, theirs_sides = results["aidsafe.run"], results["hand-written DSPy"]
+    ratio = medians["aidsafe.run"] / medians["hand-written DSPy"]
     calls_match = all(a.calls == b.calls for a, b in zip(ours_sides, theirs_sides))
     same_bodies = ours_sides[0].digests == theirs_sides[0].digests
     shared = sum((ours_sides[0].digests & theirs_sides[0].digests).values())
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{cpu_theirs:.1f} ms ({cpu_ours - cpu_theirs:+.1f} ms); it shows in wall time only when CPU-bound")
     print("targets:")
     print(f"  [{verdict(ratio <= RATIO_TARGET):>6}] ours / hand-written <= {RATIO_TARGET:g}: "
-          f"{medians['aidsafe.runtime._run']:.3f}s / {medians['hand-written DSPy']:.3f}s = {ratio:.3f}")
+          f"{medians['aidsafe.run']:.3f}s / {medians['hand-written DSPy']:.3f}s = {ratio:.3f}")
     print(f"  [{verdict(calls_match):>6}] LM calls seen by the server match: "
           + ", ".join(f"{a.calls} vs {b.calls}" for a, b in zip(ours_sides, theirs_sides)))
     print(f"  [{verdict(same_bodies):>6}] request bodies identical (messages + sampling params): "

@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     in_calls = usage.seconds / n
 
     print()
-    print(f"{'figure':<46} {'aidsafe.runtime._run':>12}" + (f" {'hand-written DSPy':>18}" if hand else ""))
+    print(f"{'figure':<46} {'aidsafe.run':>12}" + (f" {'hand-written DSPy':>18}" if hand else ""))
     print(f"{'records':<46} {n:>12}" + (f" {sum(hand[2].values()):>18}" if hand else ""))
     print(f"{'statuses':<46} {', '.join(f'{c} {s}' for s, c in sorted(summary.statuses.items())):>12}"
           + (f" {', '.join(f'{c} {s}' for s, c in sorted(hand[2].items())):>18}" if hand else ""))

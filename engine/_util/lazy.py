@@ -18,6 +18,8 @@ def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str],
     to the package (``"._run"``) or absolute.
     """
     namespace = importlib.import_module(package).__dict__
+    # Read by the architecture test to see the imports these names imply.
+    namespace["_LAZY_EXPORTS"] = dict(exports)
 
     def __getattr__(name: str) -> Any:
         module = exports.get(name)

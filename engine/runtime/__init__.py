@@ -7,7 +7,7 @@ __all__ = ["InputRecord", "Journal", "RunOptions", "RunSummary", "describe_recip
            "iter_jsonl_records", "iter_rows", "plan_run", "read_inputs", "read_records", "run", "write_records"]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "RunOptions": "._run", "RunSummary": "._run", "run": "._run",
+    "RunOptions": "._process", "RunSummary": "._run", "run": "._run",
     **{name: "._records" for name in ("InputRecord", "Journal", "iter_jsonl_records", "iter_rows", "read_inputs",
                                       "read_records", "write_records")},
     **{name: "._plan" for name in ("describe_recipe", "explain_record", "plan_run")},

@@ -30,12 +30,12 @@ class _Worker:
     """The body of a Ray actor: one compiled program, many records."""
 
     def __init__(self, recipe_path: str, options: dict):
-        from aidsafe.runtime._run import RunOptions, prepare
+        from aidsafe.runtime._process import RunOptions, prepare
 
         self.recipe, self.program, self.cache = prepare(recipe_path, RunOptions(**options))
 
     def process(self, item):
-        from aidsafe.runtime._run import process
+        from aidsafe.runtime._process import process
 
         return process(item, self.program)
 

@@ -21,8 +21,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
+from aidsafe._util.atomic import atomic_write
 from aidsafe._util.errors import UserError
 
 
@@ -119,6 +120,24 @@ def iter_jsonl_records(path: str | Path, what: str = "records file") -> Iterator
             yield number, record
 
 
+def read_records(path: str | Path, what: str = "records file") -> list[dict]:
+    """All output records (JSONL, as ``aidsafe run`` writes them) of ``path``,
+    read with :func:`iter_jsonl_records`: a missing file or a bad line is a
+    :class:`UserError` naming the file and line."""
+    return [record for _, record in iter_jsonl_records(path, what)]
+
+
+def write_records(path: str | Path, records: Iterable[dict]) -> None:
+    """Write ``records`` as JSONL to ``path`` atomically (through
+    :func:`aidsafe._util.atomic.atomic_write`: readers never see half a file).
+    Missing parent folders are created."""
+    from aidsafe._util.atomic import atomic_write
+
+    with atomic_write(path) as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
 def count_inputs(path: str | Path) -> int:
     path = Path(path)
     if path.suffix.lower() == ".csv":
@@ -202,18 +221,15 @@ class Journal:
                     except (ValueError, KeyError, TypeError):
                         pass
                     position += len(line)
-        tmp = self.output.with_name(self.output.name + ".tmp")
         written = 0
-        with open(tmp, "wb") as out, open(self.path, "rb") if self.path.exists() else io.BytesIO() as src:
+        with atomic_write(self.output, "wb") as out, \
+                open(self.path, "rb") if self.path.exists() else io.BytesIO() as src:
             for rid in order:
                 if rid not in offsets:
                     continue
                 src.seek(offsets[rid])
                 out.write(src.readline())
                 written += 1
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.output)
         if remove:
             self.path.unlink(missing_ok=True)
         return written

@@ -4,42 +4,19 @@ bar, per-record status, resume, and atomic output."""
 from __future__ import annotations
 
 import time
-import traceback
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import dspy
 
-from aidsafe import __version__
-from aidsafe.store._cache import Cache
-from aidsafe.pipeline._compile import Program, compile_recipe
-from aidsafe._util.errors import OutputParseError, UserError
-from aidsafe.models._engine import ModelUsage, UsageMeter, build_models, metering
-from aidsafe._util.paths import default_cache_dir
+from aidsafe.pipeline._compile import Program
+from aidsafe.models._engine import ModelUsage, UsageMeter
 from aidsafe._util.progress import Progress
-from aidsafe.config import Recipe, load_recipe
+from aidsafe.config import Recipe
+from aidsafe.runtime._process import Outcome, RunOptions, prepare, process
 from aidsafe.runtime._records import InputRecord, Journal, count_inputs, read_inputs
-
-
-@dataclass
-class RunOptions:
-    """Everything ``aidsafe run`` takes besides the recipe and files."""
-
-    cache_dir: Path | None = None
-    use_cache: bool = True
-    workers: int | None = None
-    model_overrides: dict[str, str] = field(default_factory=dict)
-    field: str | None = None
-    id_field: str | None = None
-    limit: int | None = None
-    retry_failed: bool = True
-    max_failures: int | None = None
-    progress: bool = True
-    executor: str = "thread"  # or "ray"
-    ray_address: str | None = None
 
 
 @dataclass
@@ -79,116 +56,6 @@ class RunSummary:
         if self.aborted:
             out.append(f"  aborted: {self.aborted}")
         return out
-
-
-def prepare(recipe: Recipe | str | Path, options: RunOptions) -> tuple[Recipe, Program, Cache]:
-    """Load (if needed), build models and compile."""
-    if not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe)
-    cache = Cache(options.cache_dir or default_cache_dir(), enabled=options.use_cache)
-    models = build_models(recipe.models, cache, options.model_overrides)
-    program = compile_recipe(recipe, models, cache=cache)
-    return recipe, program, cache
-
-
-def build_record(item: InputRecord, program: Program, run=None, error: dict | None = None) -> dict:
-    """One output record. Everything in it is derived from the input and the
-    (cached) stage results, so a warm rerun writes identical bytes."""
-    recipe = program.recipe
-    state = run.state if run is not None else {}
-    if error is not None:
-        status = "failed"
-    elif run is not None and run.filtered:
-        status = "filtered"
-    else:
-        status = "ok"
-    usage = UsageMeter()
-    stages = {}
-    if run is not None:
-        for stage_id, info in run.stage_info.items():
-            tokens = sum(u["input_tokens"] + u["output_tokens"] for u in info["usage"].values())
-            stages[stage_id] = {"seconds": info["seconds"], "tokens": tokens}
-            for model, u in info["usage"].items():
-                usage.record(model, ModelUsage(**u))
-    total = usage.total()
-    record: dict[str, Any] = {
-        "id": item.id,
-        "index": item.index,
-        "status": status,
-        "prompt": item.prompt,
-        "intents": state.get("intents", []),
-        "cot": state.get("thoughts", []),
-        "response": state.get("response", ""),
-    }
-    if "deliberation" in state:
-        delib = dict(state["deliberation"])
-        if recipe.output.get("include_log", True) is False:
-            delib.pop("log", None)
-        record["deliberation"] = delib
-        record["stop_reason"] = delib["stop_reason"]
-    if recipe.output.get("include_state"):
-        record["initial"] = state.get("initial")
-        record["all_thoughts"] = state.get("all_thoughts")
-    if "removed" in state:
-        record["removed"] = state["removed"]
-    if state.get("extra"):
-        record["extra"] = state["extra"]
-    if "preference" in state:
-        record["preference"] = state["preference"]
-    if item.meta:
-        record["meta"] = item.meta
-    if status == "filtered":
-        record["filtered_reason"] = run.filtered
-    record["error"] = error
-    record["provenance"] = {
-        "recipe": recipe.name, "recipe_hash": recipe.hash,
-        "policy_set": program.policies.name, "policy_hash": program.policies.hash,
-        "models": {name: h.identity for name, h in sorted(program.models.items())},
-        "agents": {name: a.model for name, a in sorted(recipe.agents.items())},
-        "tokens": {"input": total.input_tokens, "output": total.output_tokens},
-        "calls": total.calls,
-        "seconds": round(sum(s["seconds"] for s in stages.values()), 3),
-        "stages": stages,
-        "engine": f"aidsafe {__version__}",
-    }
-    return record
-
-
-@dataclass
-class Outcome:
-    """A finished record plus what computing it cost in this run."""
-
-    record: dict
-    usage: dict = field(default_factory=dict)  # model -> ModelUsage fields, this run's calls
-    stage_hits: int = 0
-    stage_misses: int = 0
-
-
-def process(item: InputRecord, program: Program) -> Outcome:
-    """Run one record; never raises for a record-level problem."""
-    meter = UsageMeter()
-    run_ = None
-    error = None
-    if item.error:
-        error = {"type": "InputError", "message": item.error}
-    else:
-        try:
-            # No DSPy history or trace in a run: they keep every call (and its
-            # inputs) in memory, so memory would grow with the input.
-            with metering(meter), dspy.context(trace=None, disable_history=True):
-                run_ = program.run_record(item.prompt, record_id=item.id)
-        except OutputParseError as exc:
-            error = {"type": "OutputParseError", "message": str(exc), "stage": getattr(exc, "stage_id", None),
-                     "raw": exc.raw}
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:  # a record's failure must not stop the run
-            error = {"type": type(exc).__name__, "message": str(exc)[:2000], "stage": getattr(exc, "stage_id", None),
-                     "traceback": None if isinstance(exc, UserError) else traceback.format_exc(limit=6)[-4000:]}
-    record = build_record(item, program, None if error else run_, error=error)
-    hits = sum(1 for info in run_.stage_info.values() if info["cached"]) if run_ else 0
-    misses = len(run_.stage_info) - hits if run_ else 0
-    return Outcome(record, meter.to_dict(), hits, misses)
 
 
 class ThreadExecutor:
