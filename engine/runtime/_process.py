@@ -7,6 +7,7 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dspy
 
@@ -14,7 +15,7 @@ from aidsafe import __version__
 from aidsafe._util.errors import OutputParseError, UserError
 from aidsafe._util.paths import default_cache_dir
 from aidsafe.config import Recipe, load_recipe
-from aidsafe.models._engine import UsageMeter, build_models, metering
+from aidsafe.models._engine import ModelUsage, UsageMeter, build_models, metering
 from aidsafe.pipeline._compile import Program, compile_recipe
 from aidsafe.runtime._records import InputRecord
 from aidsafe.store._cache import Cache
