@@ -31,12 +31,16 @@ class Registry(Generic[T]):
     """A name -> object table with helpful misses.
 
     ``entry_points`` names the entry-point group whose objects are added on
-    the first lookup (a plugin cannot replace a built-in name).
+    the first lookup (a plugin cannot replace a built-in name); ``prepare``
+    is applied to every object registered, by decorator or entry point
+    (a stage kind learns its name from it).
     """
 
-    def __init__(self, what: str, entry_points: str | None = None):
+    def __init__(self, what: str, entry_points: str | None = None,
+                 prepare: Callable[[str, T], T] | None = None):
         self.what = what
         self.group = entry_points
+        self._prepare = prepare
         self._items: dict[str, T] = {}
         self._plugins_loaded = entry_points is None
         self._lock = threading.Lock()
@@ -47,7 +51,7 @@ class Registry(Generic[T]):
         def decorator(obj: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.what} {name!r} registered twice")
-            self._items[name] = obj
+            self._items[name] = self._prepare(name, obj) if self._prepare else obj
             return obj
 
         return decorator
@@ -72,7 +76,7 @@ class Registry(Generic[T]):
                                     f"{self.group!r}) failed to load: {type(exc).__name__}: {exc}; fix or "
                                     "uninstall the package that provides it") from exc
                 if ep.name not in self._items:  # loading a module may have registered it already
-                    self._items[ep.name] = obj
+                    self._items[ep.name] = self._prepare(ep.name, obj) if self._prepare else obj
             self._plugins_loaded = True
 
     def get(self, name: str) -> T:

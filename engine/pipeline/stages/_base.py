@@ -23,28 +23,26 @@ from aidsafe.pipeline._contract import Contract
 if TYPE_CHECKING:  # pragma: no cover
     from aidsafe.pipeline._agents import Agent
 
-STAGES: Registry[type["Stage"]] = Registry("stage kind", entry_points="aidsafe.stages")
-FILTERS: Registry[type["Filter"]] = Registry("filter", entry_points="aidsafe.filters")
+def _named(attribute: str) -> Callable[[str, type], type]:
+    def prepare(name: str, cls: type) -> type:
+        setattr(cls, attribute, name)
+        return cls
+
+    return prepare
+
+
+STAGES: Registry[type["Stage"]] = Registry("stage kind", entry_points="aidsafe.stages", prepare=_named("kind"))
+FILTERS: Registry[type["Filter"]] = Registry("filter", entry_points="aidsafe.filters", prepare=_named("type"))
 
 
 def stage(name: str) -> Callable:
-    """Register a :class:`Stage` subclass under ``name``."""
-
-    def decorator(cls):
-        cls.kind = name
-        return STAGES.register(name)(cls)
-
-    return decorator
+    """Register a :class:`Stage` subclass as the stage kind ``name``."""
+    return STAGES.register(name)
 
 
 def filter_kind(name: str) -> Callable:
-    """Register a :class:`Filter` subclass under ``name``."""
-
-    def decorator(cls):
-        cls.type = name
-        return FILTERS.register(name)(cls)
-
-    return decorator
+    """Register a :class:`Filter` subclass as the filter type ``name``."""
+    return FILTERS.register(name)
 
 
 @dataclass
