@@ -204,3 +204,20 @@ def test_concurrent_processes_each_write_a_whole_file(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     assert out.read_text() in {_payload(i) for i in range(4)}
     assert _leftovers(tmp_path, out.name) == []
+
+
+def test_no_other_module_hand_writes_atomic_files():
+    """One helper, used everywhere: no second temp-file-and-rename to drift."""
+    engine = Path(__file__).resolve().parents[1] / "engine"
+    offenders = [str(p.relative_to(engine)) for p in engine.rglob("*.py")
+                 if p.name != "atomic.py" and any(s in p.read_text(encoding="utf-8")
+                                                  for s in ("mkstemp(", "os.replace(", "NamedTemporaryFile("))]
+    assert offenders == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_reports_come_out_0644(tmp_path, umask_022):
+    from aidsafe.evaluation._report import write_html
+
+    out = write_html(tmp_path / "r" / "report.html", "t", [])
+    assert _mode(out) == 0o644

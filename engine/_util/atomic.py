@@ -42,8 +42,8 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False, suffix
     The temporary already exists when yielded: an empty file, or with
     ``directory=True`` an empty folder for the body to fill. When the body
     returns, a file is fsynced and moved over ``path``; a folder replaces
-    ``path`` (an existing folder there is moved aside first and deleted after,
-    since no system renames over a non-empty folder; only that step is not
+    ``path`` (whatever is there is moved aside first and deleted after, as no
+    system renames a folder over a non-empty one, so only that swap is not
     atomic). When the body raises, the temporary is removed, ``path`` is
     untouched, and the exception propagates.
 
@@ -128,7 +128,7 @@ def _fsync_dir(path: Path) -> None:
 
 def _replace_dir(tmp: Path, path: Path) -> None:
     old = None
-    if path.is_dir() and not path.is_symlink():
+    if os.path.lexists(path):
         old = path.with_name(f".{path.name}.{secrets.token_hex(6)}.old")
         os.replace(path, old)
     try:
@@ -139,7 +139,7 @@ def _replace_dir(tmp: Path, path: Path) -> None:
                 os.replace(old, path)
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
 
 
 def _remove(path: Path) -> None:

@@ -176,16 +176,12 @@ def to_html(title: str, tables: Sequence[Table], charts: Sequence[Chart] = (), m
 def write_html(path: str | Path, title: str, tables: Sequence[Table], charts: Sequence[Chart] = (),
                meta: dict | None = None) -> Path:
     """Write :func:`to_html` to ``path`` (atomically)."""
-    import os
-    import tempfile
+    from aidsafe._util.atomic import atomic_write
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = to_html(title, tables, charts, meta)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    with atomic_write(path) as handle:
         handle.write(text)
-    os.replace(tmp, path)
     return path
 
 

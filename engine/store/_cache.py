@@ -10,8 +10,6 @@ or has the wrong shape is dropped and recomputed.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import diskcache
+
+from aidsafe._util.atomic import atomic_write
 
 CACHE_FORMAT = 1
 _SECTIONS = ("calls", "stages", "index")
@@ -167,13 +167,10 @@ class Cache:
     def save_last_run(self, summary: dict) -> None:
         if not self.enabled:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
         data = dict(summary, counters=asdict(self.counters))
-        # A temp name of its own: several processes may finish at once.
-        fd, tmp = tempfile.mkstemp(prefix="last_run.", suffix=".tmp", dir=self.directory)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        # Several processes may finish at once: each writes a whole file.
+        with atomic_write(self.directory / "last_run.json") as handle:
             json.dump(data, handle, indent=2)
-        os.replace(tmp, self.directory / "last_run.json")
 
     def last_run(self) -> dict | None:
         try:

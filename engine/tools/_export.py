@@ -30,16 +30,14 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
-import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aidsafe._util.atomic import atomic_path, atomic_write
 from aidsafe._util.errors import UserError
 from aidsafe.runtime._records import iter_jsonl_records, iter_rows
 
@@ -314,35 +312,6 @@ def import_aidsafe(path: str | Path) -> Iterator[dict]:
 
 # ------------------------------------------------------------- writing
 
-@contextmanager
-def _atomic_path(out: Path):
-    """A temporary sibling of ``out`` that replaces it only on success."""
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    _remove(tmp)
-    try:
-        yield tmp
-    except BaseException:
-        _remove(tmp)
-        raise
-    if tmp.is_dir():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        _remove(old)
-    else:
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
 def _check_output(out: Path, fmt: str) -> None:
     """Refuse outputs that would clobber something that is not ours to replace."""
     if fmt == "hf":
@@ -358,7 +327,7 @@ def _check_output(out: Path, fmt: str) -> None:
 
 def _write_jsonl(rows: Iterable[dict], out: Path) -> int:
     written = 0
-    with _atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_write(out) as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             written += 1
@@ -381,7 +350,7 @@ def _write_parquet(rows: Iterable[dict], out: Path, schema) -> int:
     import pyarrow.parquet as pq
 
     written = 0
-    with _atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for batch in _batches(rows):
             writer.write_table(pa.Table.from_pylist(batch, schema=schema))
             written += len(batch)
@@ -399,7 +368,7 @@ def _write_hf(rows: Iterable[dict], out: Path, schema) -> int:
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        with _atomic_path(out) as tmp:
+        with atomic_path(out, directory=True) as tmp:
             dataset.save_to_disk(str(tmp))
     finally:
         if bars:

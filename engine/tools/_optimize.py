@@ -33,7 +33,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ import dspy
 
 from aidsafe import __version__
 from aidsafe._util import paths
+from aidsafe._util.atomic import atomic_write
 from aidsafe.store._cache import Cache
 from aidsafe.pipeline._compile import Program, compile_recipe
 from aidsafe._util.errors import UserError
@@ -534,15 +534,8 @@ class OptimizeResult:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as handle:
+        handle.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def _saved_prompts(program: Program, names: list[str], warnings: list[str]) -> dict:
