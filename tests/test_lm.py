@@ -145,3 +145,31 @@ def test_sample_index_varies_the_seed_where_the_backend_takes_one(fake, tmp_path
     finally:
         unregister_engine("seeded")
     assert seeds == [None, 1, 2]
+
+
+def test_remote_backend_pins_litellm_to_its_bundled_cost_map(fake, tmp_path, monkeypatch):
+    """Importing sets nothing; building a remote model keeps LiteLLM off the network."""
+    monkeypatch.delenv("LITELLM_LOCAL_MODEL_COST_MAP", raising=False)
+    build_models({"f": ModelSpec("f", "fake:test")}, Cache(tmp_path / "c"))  # not remote: untouched
+    import os
+
+    assert "LITELLM_LOCAL_MODEL_COST_MAP" not in os.environ
+    build_models({"r": ModelSpec("r", "openai/m", api_base="http://127.0.0.1:1/v1")}, Cache(tmp_path / "c"))
+    assert os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "False")  # a user's own choice wins
+    build_models({"r": ModelSpec("r", "openai/m", api_base="http://127.0.0.1:1/v1")}, Cache(tmp_path / "c"))
+    assert os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] == "False"
+
+
+def test_run_and_inspection_models_are_built_the_same_way(fake, recipe_file, tmp_path):
+    from aidsafe.config import load_recipe
+    from aidsafe.models._inspect import inspection_models
+
+    recipe = load_recipe(recipe_file(MINI))
+    real = build_models(recipe.models, Cache(tmp_path / "c"))
+    inspected = inspection_models(recipe, identity="backend")
+    assert real.keys() == inspected.keys()
+    for name, handle in real.items():
+        other = inspected[name]
+        assert (other.lm.model, other.lm.kwargs, other.identity) == (handle.lm.model, handle.lm.kwargs, handle.identity)
+        assert other.engine.name == handle.engine.name == name

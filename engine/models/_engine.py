@@ -286,6 +286,11 @@ class RemoteEngine:
     BACKOFF_CAP = 30.0
 
     def __init__(self, spec: ModelSpec):
+        # LiteLLM fetches its model cost map from GitHub when first imported
+        # unless told to use its bundled copy; set before any call can import
+        # it, so building a model never touches the network. setdefault: a
+        # user's own choice wins. (Importing aidsafe sets nothing.)
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         kwargs: dict[str, Any] = {}
         if spec.api_base:
             kwargs["api_base"] = spec.api_base
@@ -394,14 +399,29 @@ def apply_overrides(specs: dict[str, ModelSpec], overrides: dict[str, str] | Non
             for name, spec in specs.items()}
 
 
+# Sampling parameters a spec may set on its ``dspy.LM`` (they go into call keys).
+LM_PARAMS = ("temperature", "top_p", "max_tokens", "seed")
+
+
+def make_handle(spec: ModelSpec, backend: Any, cache: Cache, *, name: str | None = None) -> ModelHandle:
+    """The one way a model becomes a :class:`ModelHandle`.
+
+    ``backend`` (from :func:`backend_for`, a registered engine, or an
+    inspection stand-in) is wrapped in a :class:`CachingEngine` keyed by its
+    identity and the spec's limits, under a ``dspy.LM`` named
+    ``aidsafe/<name>`` (``name`` defaults to ``spec.name``) that carries the
+    spec's sampling parameters. DSPy's own cache and retries are off: the
+    caching engine and the backend own them.
+    """
+    name = spec.name if name is None else name
+    identity = model_identity(spec, backend)
+    engine = CachingEngine(name, backend, identity, cache, concurrency=spec.concurrency, rpm=spec.rpm, tpm=spec.tpm)
+    params = {k: v for k, v in spec.params.items() if k in LM_PARAMS}
+    lm = dspy.LM(f"aidsafe/{name}", engine=engine, cache=False, num_retries=0, **params)
+    return ModelHandle(spec=spec, lm=lm, engine=engine)
+
+
 def build_models(specs: dict[str, ModelSpec], cache: Cache, overrides: dict[str, str] | None = None) -> dict[str, ModelHandle]:
     """Build every model in ``specs`` (``overrides`` replaces model strings)."""
-    handles = {}
-    for name, spec in apply_overrides(specs, overrides).items():
-        backend = backend_for(spec)
-        identity = model_identity(spec, backend)
-        engine = CachingEngine(name, backend, identity, cache, concurrency=spec.concurrency, rpm=spec.rpm, tpm=spec.tpm)
-        params = {k: v for k, v in spec.params.items() if k in ("temperature", "top_p", "max_tokens", "seed")}
-        lm = dspy.LM(f"aidsafe/{name}", engine=engine, cache=False, num_retries=0, **params)
-        handles[name] = ModelHandle(spec=spec, lm=lm, engine=engine)
-    return handles
+    return {name: make_handle(spec, backend_for(spec), cache, name=name)
+            for name, spec in apply_overrides(specs, overrides).items()}

@@ -1,12 +1,13 @@
 """Models for commands that look at a recipe without running it (``show``,
 ``diff``, ``run --plan``, ``cache explain``).
 
-:func:`inspection_models` builds the same :class:`~engine.lm.ModelHandle`
-objects as :func:`engine.lm.build_models` (a ``dspy.LM`` over a
-:class:`~engine.lm.CachingEngine`), but the backend is :class:`InspectOnly`,
+:func:`inspection_models` builds the same :class:`~aidsafe.models.ModelHandle`
+objects as :func:`aidsafe.models.build_models` (both through
+:func:`~aidsafe.models._engine.make_handle`: a ``dspy.LM`` over a
+:class:`~aidsafe.models.CachingEngine`), but the backend is :class:`InspectOnly`,
 which refuses every call: no weights are loaded, no server is contacted, no
 API key is read. Compiling a recipe with them gives a real
-:class:`~engine.compile.Program`, so stage cache-key components come from the
+:class:`~aidsafe.pipeline.Program`, so stage cache-key components come from the
 real key machinery.
 
 Each handle carries a model *identity* (the ``model`` part of call and stage
@@ -17,7 +18,7 @@ cache keys). Two ways to get it:
   exactly when the real backends would give equal ones, except that a local
   GGUF named by path is identified by its path, not its file hash (reading
   weights is what this mode avoids).
-* ``identity="backend"``: asks the real backend (:func:`engine.lm.backend_for`),
+* ``identity="backend"``: asks the real backend (:func:`aidsafe.models._engine.backend_for`),
   so keys match a real run's byte for byte (``run --plan``, ``cache explain``).
   This may assemble the embedded model into the cache folder on first use and
   needs the API-key variable of remote models to be set.
@@ -26,18 +27,15 @@ cache keys). Two ways to get it:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import dspy
 
 from aidsafe.store._cache import Cache
-from aidsafe.models._engine import CachingEngine, ModelHandle, apply_overrides, backend_for, model_identity
+from aidsafe.models._engine import ModelHandle, apply_overrides, backend_for, make_handle, model_identity
 from aidsafe.config._specs import ModelSpec, Recipe
 
 IDENTITY_MODES = ("spec", "backend")
 
 # Defaults the local backend applies when the spec leaves them unset
-# (engine.lm._local_engine); they are part of a local model's identity.
+# (aidsafe.models._engine._local_engine); they are part of a local model's identity.
 _LOCAL_N_CTX = 4096
 _LOCAL_REPEAT_PENALTY = 1.1
 
@@ -91,8 +89,5 @@ def inspection_models(recipe: Recipe, overrides: dict[str, str] | None = None, *
     handles = {}
     for name, spec in apply_overrides(recipe.models, overrides).items():
         ident = spec_identity(spec) if identity == "spec" else model_identity(spec, backend_for(spec))
-        engine = CachingEngine(name, InspectOnly(spec, ident), ident, cache)
-        params: dict[str, Any] = {k: v for k, v in spec.params.items() if k in ("temperature", "top_p", "max_tokens", "seed")}
-        lm = dspy.LM(f"aidsafe/{name}", engine=engine, cache=False, num_retries=0, **params)
-        handles[name] = ModelHandle(spec=spec, lm=lm, engine=engine)
+        handles[name] = make_handle(spec, InspectOnly(spec, ident), cache, name=name)
     return handles
