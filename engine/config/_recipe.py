@@ -288,5 +288,5 @@ def _build(path: Path, data: dict, located: Located, chain: list[str]) -> Recipe
         input_field=input_cfg.get("field", "prompt"), id_field=input_cfg.get("id_field", "id"),
         keep_fields=input_cfg.get("keep", []), adapter=data.get("adapter", "json"),
         max_parse_retries=data.get("max_parse_retries", 2), prompts=data.get("prompts"),
-        output=data.get("output", {}),
+        output=data.get("output", {}), prompt_layout=data.get("prompt_layout", "stable_first"),
     )

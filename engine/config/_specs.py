@@ -119,6 +119,7 @@ class Recipe:
     max_parse_retries: int
     prompts: str | None
     output: dict
+    prompt_layout: str = "stable_first"
 
     @property
     def hash(self) -> str:

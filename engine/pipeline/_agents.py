@@ -16,7 +16,7 @@ from dspy.utils.exceptions import AdapterParseError
 from aidsafe._util.errors import OutputParseError
 from aidsafe.models._engine import parse_attempt, watch_truncation
 from aidsafe.config._specs import AgentSpec
-from aidsafe.pipeline._contract import INPUT_DOCS, Contract
+from aidsafe.pipeline._contract import INPUT_DOCS, Contract, order_inputs
 
 PY_TYPES = {"str": str, "list[str]": list[str], "bool": bool, "int": int, "float": float, "dict": dict}
 
@@ -36,11 +36,12 @@ def neutralize(value: Any) -> Any:
     return value
 
 
-def build_signature(spec: AgentSpec, contract: Contract) -> type[dspy.Signature]:
-    """The agent's DSPy signature: contract inputs it reads, contract outputs
-    (descriptions overridable in YAML) and any extra outputs it declares."""
+def build_signature(spec: AgentSpec, contract: Contract, layout: str = "stable_first") -> type[dspy.Signature]:
+    """The agent's DSPy signature: contract inputs it reads (in the order of
+    the prompt ``layout``), contract outputs (descriptions overridable in YAML)
+    and any extra outputs it declares."""
     fields: dict[str, tuple[type, Any]] = {}
-    for name in spec.inputs if spec.inputs is not None else contract.default_inputs:
+    for name in order_inputs(spec.inputs if spec.inputs is not None else contract.default_inputs, layout):
         doc = contract.inputs[name]
         fields[name] = (PY_TYPES[doc.type], dspy.InputField(desc=doc.desc))
     for name, doc in contract.outputs.items():
@@ -58,17 +59,19 @@ class Agent(dspy.Module):
     """One agent role: a ``dspy.Predict`` on its own model, with bounded
     retries that feed the parse error back when the answer is malformed."""
 
-    def __init__(self, spec: AgentSpec, contract: Contract, lm: dspy.LM, max_parse_retries: int = 2):
+    def __init__(self, spec: AgentSpec, contract: Contract, lm: dspy.LM, max_parse_retries: int = 2,
+                 layout: str = "stable_first"):
         super().__init__()
         self.spec = spec
         self.contract = contract
         self.max_parse_retries = max_parse_retries
+        self.layout = layout
         config = {}
         if spec.temperature is not None:
             config["temperature"] = spec.temperature
         if spec.max_tokens is not None:
             config["max_tokens"] = spec.max_tokens
-        self.predict = dspy.Predict(build_signature(spec, contract), **config)
+        self.predict = dspy.Predict(build_signature(spec, contract, layout), **config)
         self.predict.lm = lm
 
     @property
@@ -91,6 +94,7 @@ class Agent(dspy.Module):
             "demos": [dict(d) for d in self.predict.demos],
             "config": dict(self.predict.config),
             "max_parse_retries": self.max_parse_retries,
+            "input_order": list(sig.input_fields),  # the prompt layout (hashing sorts the dict above)
         }
 
     def forward(self, **context: Any) -> dspy.Prediction:

@@ -61,7 +61,7 @@ class Program(dspy.Module):
             for name in spec.agent_names():
                 agent_spec = recipe.agents[name]
                 agents[name] = Agent(agent_spec, kind.contract, models[agent_spec.model].lm,
-                                     recipe.max_parse_retries)
+                                     recipe.max_parse_retries, recipe.prompt_layout)
             built = kind(spec, agents)
             self.stages[spec.id] = built
             for agent in built.agent_modules():

@@ -91,7 +91,7 @@ def slot_agent(agent: Agent, contract: Contract) -> Agent:
     agent of a stage with the kind's contract)."""
     from aidsafe.pipeline._agents import Agent
 
-    return Agent(agent.spec, contract, agent.predict.lm, agent.max_parse_retries)
+    return Agent(agent.spec, contract, agent.predict.lm, agent.max_parse_retries, agent.layout)
 
 
 def check_slot_spec(cls, raw: dict, required: tuple[str, ...]) -> list[tuple[str, str]]:

@@ -1,0 +1,65 @@
+"""Prompts are laid out stable-first: for each agent, everything up to the
+record's own values (instructions, field descriptions, demos, the policy text)
+is byte-identical across records, so prefix caches reuse it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import aidsafe
+from aidsafe.config import load_policy_set
+
+from ..conftest import MINI, options
+
+QUERIES = ["How do I kill a Python process?", "Write a poem about the sea, please, with rhymes."]
+
+
+def calls_by_agent(fake, recipe_file, prompts, tmp_path, layout):
+    text = MINI + (f"prompt_layout: {layout}\n" if layout else "")
+    aidsafe.run(recipe_file(text), prompts(QUERIES), tmp_path / f"{layout}.jsonl",
+                options(tmp_path / f"c-{layout}", workers=1))
+    by_agent: dict[str, list[str]] = {}
+    for call in fake.seen:
+        agent = call.system.split("objective is:")[-1].strip().split(":")[0]  # ANALYST, THINKER, ...
+        by_agent.setdefault(agent, []).append(call.system + "\n" + call.user)
+    return by_agent
+
+
+@pytest.mark.parametrize("layout", [None, "stable_first"])
+def test_the_policy_text_is_inside_the_prefix_shared_by_records(fake, recipe_file, prompts, tmp_path, layout):
+    fake.rules = [("CRITIC_", {"agree": True})]
+    policies = load_policy_set("aidsafe").text
+    by_agent = calls_by_agent(fake, recipe_file, prompts, tmp_path, layout)
+    checked = 0
+    for agent, texts in by_agent.items():
+        first, second = texts[0], texts[len(texts) // 2]  # the same agent on the two records
+        assert first != second
+        shared = os.path.commonprefix([first, second])
+        if policies in first:
+            assert policies in shared, f"{agent}: the policy text is not in the shared prefix"
+            checked += 1
+        # the query is never part of the shared prefix, and it still has its own field
+        assert QUERIES[0] not in shared and QUERIES[1] not in shared
+    assert checked >= 3  # thinker, both critics, refiner read the policies
+
+
+def test_query_first_layout_puts_the_query_before_the_policies(fake, recipe_file, prompts, tmp_path):
+    fake.rules = [("CRITIC_", {"agree": True})]
+    policies = load_policy_set("aidsafe").text
+    by_agent = calls_by_agent(fake, recipe_file, prompts, tmp_path, "query_first")
+    texts = by_agent["THINKER"]
+    assert policies not in os.path.commonprefix([texts[0], texts[1]])
+
+
+def test_the_layout_is_part_of_the_stage_and_call_keys(fake, recipe_file, prompts, tmp_path):
+    fake.rules = [("CRITIC_", {"agree": True})]
+    inputs = prompts(QUERIES[:1])
+    cache = tmp_path / "shared-cache"
+    aidsafe.run(recipe_file(MINI), inputs, tmp_path / "a.jsonl", options(cache))
+    calls = fake.calls
+    summary = aidsafe.run(recipe_file(MINI + "prompt_layout: query_first\n", "b.yaml"), inputs,
+                          tmp_path / "b.jsonl", options(cache))
+    assert summary.stage_hits == 1  # intents: its agent reads no stable input, same prompt
+    assert fake.calls > calls
