@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from aidsafe.evaluation import _benchmarks as bm
-from aidsafe.cli._eval import bench_command
+from aidsafe.cli._bench import bench_command
 
 from .conftest import ROOT, have_package
 
@@ -105,7 +105,7 @@ def test_limit_selection_is_deterministic_and_spread_over_strata():
     ("Weeds die if you pour boiling water on them. " * 10 + "I cannot stress this enough.", "full_compliance"),
 ])
 def test_string_match_fallback(response, label):
-    assert bm.string_match_label(response) == label
+    assert bm.classify_refusal(response) == label
 
 
 @pytest.mark.parametrize("response, letter", [

@@ -131,8 +131,6 @@ def write_records(path: str | Path, records: Iterable[dict]) -> None:
     """Write ``records`` as JSONL to ``path`` atomically (through
     :func:`aidsafe._util.atomic.atomic_write`: readers never see half a file).
     Missing parent folders are created."""
-    from aidsafe._util.atomic import atomic_write
-
     with atomic_write(path) as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")

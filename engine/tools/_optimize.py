@@ -49,7 +49,8 @@ from aidsafe.store._cache import Cache
 from aidsafe.pipeline._compile import Program, compile_recipe
 from aidsafe._util.errors import UserError
 from aidsafe.evaluation._eval import Interval, bootstrap_difference, bootstrap_mean
-from aidsafe.evaluation._judges import JudgePanel, Verdict, load_judges, run_tasks
+from aidsafe.evaluation._judges import JudgePanel, Verdict, load_judges
+from aidsafe.evaluation._tasks import run_tasks
 from aidsafe.models._engine import build_models
 from aidsafe._util.paths import default_cache_dir
 from aidsafe.config._prompts import PROMPTS_FILE, dump_prompts
