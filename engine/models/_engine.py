@@ -50,6 +50,7 @@ def register_engine(name: str, factory: Callable[[ModelSpec], Any]) -> None:
 
 
 def unregister_engine(name: str) -> None:
+    """Forget the engine :func:`register_engine` registered as ``name`` (no error if none)."""
     _ENGINE_FACTORIES.pop(name, None)
 
 
@@ -64,6 +65,7 @@ class ModelUsage:
     seconds: float = 0.0
 
     def add(self, other: "ModelUsage") -> None:
+        """Add ``other``'s counts to these, in place."""
         for f in dataclasses.fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
@@ -81,16 +83,19 @@ class UsageMeter:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, model: str, usage: ModelUsage) -> None:
+        """Count ``usage`` against ``model`` (thread-safe)."""
         with self.lock:
             self.by_model.setdefault(model, ModelUsage()).add(usage)
 
     def total(self) -> ModelUsage:
+        """The usage of every model added together."""
         out = ModelUsage()
         for usage in self.by_model.values():
             out.add(usage)
         return out
 
     def to_dict(self) -> dict:
+        """Usage per model name, sorted, as plain dicts (for run summaries)."""
         return {m: dataclasses.asdict(u) for m, u in sorted(self.by_model.items())}
 
 
@@ -217,9 +222,12 @@ class CachingEngine:
         return material
 
     def call_key(self, request) -> str:
+        """The cache key of ``request``: sha256 of :meth:`key_material`."""
         return sha256_of(self.key_material(request))
 
     def complete(self, request) -> Response:
+        """Answer from the cache, or call the backend within the limits and cache
+        the answer (a truncated one is reported, never cached)."""
         key = self.call_key(request) if self.cache.enabled else None
         hit = self.cache.get_call(key) if key is not None else None
         if hit is not None:
@@ -267,10 +275,11 @@ class CachingEngine:
             meter.record(self.name, entry)
 
     def stream(self, request):
+        """Events of the complete answer (DSPy's streaming contract)."""
         return response_to_events(self.complete(request))
 
     def close(self) -> None:
-        pass
+        """Nothing to free: the backend outlives this wrapper."""
 
 
 class RemoteEngine:
@@ -361,6 +370,7 @@ def backend_for(spec: ModelSpec) -> Any:
 
 
 def model_identity(spec: ModelSpec, backend: Any) -> dict:
+    """What the backend says changes its answers (``identity()``), or the model string."""
     identity = backend.identity() if hasattr(backend, "identity") else {"model": spec.model}
     return dict(identity)
 
