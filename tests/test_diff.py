@@ -10,16 +10,10 @@ import yaml
 from click.testing import CliRunner
 
 from aidsafe.cli._diff import diff_command
-from aidsafe.tools._diff import (
-    DEFAULT_REFUSAL,
-    FieldChange,
-    RefusalClassifier,
-    diff_recipes,
-    diff_runs,
-    diff_values,
-    looks_like_refusal,
-    render,
-)
+from aidsafe.evaluation import is_refusal
+from aidsafe.tools._diff_common import FieldChange
+from aidsafe.tools._diff_recipes import RecipeDiff, diff_recipes, diff_values, render_recipe_diff
+from aidsafe.tools._diff_runs import DEFAULT_REFUSAL, RefusalClassifier, diff_runs, render_run_diff
 from aidsafe._util.errors import UserError
 from aidsafe.models._inspect import inspection_models, spec_identity
 from aidsafe.config import ModelSpec, load_recipe
@@ -27,6 +21,10 @@ from aidsafe.config import ModelSpec, load_recipe
 from .conftest import ROOT
 
 BASE = str(ROOT / "recipes" / "aidsafe.yaml")
+
+
+def render(diff):
+    return render_recipe_diff(diff) if isinstance(diff, RecipeDiff) else render_run_diff(diff)
 
 
 def _impact(diff):
@@ -324,11 +322,11 @@ def test_refusal_classifier_can_be_swapped(runs):
     ("As an AI, I won't write that.", True),
     ("To kill a Python process, run `kill PID`.", False),
     ("Sure! " + "Step one. " * 40 + "I can't stress enough: back up first.", False),  # outside the opening
-    ("", False),
-    (None, False),
 ])
-def test_looks_like_refusal(text, expected):
-    assert looks_like_refusal(text) is expected
+def test_run_diff_uses_the_one_refusal_classifier(text, expected):
+    # Run diffs only ask about non-empty responses; the classifier itself
+    # counts an empty answer as a refusal (tests/test_refusal.py).
+    assert is_refusal(text) is expected
 
 
 @pytest.mark.parametrize("lines, message", [

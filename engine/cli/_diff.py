@@ -1,6 +1,7 @@
 """``aidsafe diff``: a semantic diff of two recipes (after ``extends``), with
 the stage caches the change invalidates, or of two run outputs. Thin:
-:mod:`engine.diff` does the work."""
+:func:`aidsafe.tools.diff_recipes` and :func:`aidsafe.tools.diff_runs` do
+the work."""
 
 from __future__ import annotations
 
@@ -46,18 +47,21 @@ def diff_command(a, b, mode, as_json, max_records, exit_code):
     (records matched by id: statuses, stop reasons, rounds, CoT length,
     refusal/compliance flips, judge scores). Exits 0 whether or not they
     differ, unless --exit-code."""
-    from aidsafe.tools._diff import diff_recipes, diff_runs, render
-
     mode = mode or detect_mode(a, b)
     if mode == "runs":
+        from aidsafe.tools._diff_runs import diff_runs, render_run_diff
+
         result = diff_runs(a, b)
+        text = render_run_diff(result, max_records=max_records)
     else:
         from aidsafe.config._recipe import load_recipe
+        from aidsafe.tools._diff_recipes import diff_recipes, render_recipe_diff
 
         result = diff_recipes(load_recipe(a), load_recipe(b))
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
-    else:
-        click.echo(render(result, max_records=max_records))
+        text = render_recipe_diff(result)
+    click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if as_json else text)
     if exit_code and not result.same:
         sys.exit(1)
+
+
+__all__ = ["detect_mode", "diff_command"]

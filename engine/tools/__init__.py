@@ -1,10 +1,11 @@
-"""Tools over recipes and runs: diff, optimize, compare, export."""
+"""Tools over recipes and runs: recipe diff, run diff, optimize, compare, export."""
 
 from aidsafe._util.lazy import lazy_exports
 
-__all__ = ["compare_recipes", "diff_recipes", "diff_runs", "export", "optimize"]
+__all__ = ["compare_recipes", "diff_recipes", "diff_runs", "export", "optimize", "render_recipe_diff",
+           "render_run_diff"]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "compare_recipes": "._compare", "diff_recipes": "._diff", "diff_runs": "._diff", "export": "._export",
-    "optimize": "._optimize",
+    "compare_recipes": "._compare", "diff_recipes": "._diff_recipes", "render_recipe_diff": "._diff_recipes",
+    "diff_runs": "._diff_runs", "render_run_diff": "._diff_runs", "export": "._export", "optimize": "._optimize",
 })
