@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from aidsafe.store._cache import Cache
-from aidsafe.cli._optimize import compare_command, optimize_command
+from aidsafe.cli._compare import compare_command
+from aidsafe.cli._optimize import optimize_command
 from aidsafe.tools._compare import compare_recipes
 from aidsafe.pipeline._compile import compile_recipe
 from aidsafe._util.errors import UserError

@@ -1,7 +1,10 @@
-"""Sub-commands of ``aidsafe``, one module each, wired into :mod:`engine.cli`.
+"""The CLI's one error handler.
 
-:func:`user_errors` lives here (not in ``engine.cli``) so command modules can
-use it without importing the CLI group that imports them.
+User errors are not bugs: a :class:`~aidsafe._util.errors.UserError` raised
+by a command prints ``Error: ...`` on stderr and exits 1, without a
+traceback (click's own usage errors exit 2). Anything else is a bug and keeps
+its traceback. It lives in its own module so every command module can use it
+without importing the group in :mod:`aidsafe.cli._main`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from aidsafe._util.errors import UserError
 
 
 def user_errors(func):
-    """Bad input prints ``Error: ...`` and exits 1, without a traceback."""
+    """Decorate a command: bad input prints ``Error: ...`` and exits 1, without a traceback."""
 
     @wraps(func)
     def wrapper(*args, **kwargs):
@@ -24,3 +27,6 @@ def user_errors(func):
             raise click.ClickException(str(exc)) from None
 
     return wrapper
+
+
+__all__ = ["user_errors"]

@@ -1,6 +1,6 @@
 """``aidsafe export``: output records -> SFT / DPO training data (JSONL for
 TRL, a saved Hugging Face dataset, parquet), and the public AIDSAFE dataset
--> our records (``--from aidsafe``). Thin: :func:`engine.export.export` does
+-> our records (``--from aidsafe``). Thin: :func:`aidsafe.tools.export` does
 the work."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from aidsafe.tools._export import FORMATS, LAYOUTS, SOURCES, THINKING
 from aidsafe.cli._errors import user_errors
+from aidsafe.tools._export import FORMATS, LAYOUTS, SOURCES, THINKING
 
 
 @click.command("export")
@@ -43,3 +43,6 @@ def export_command(out, input_path, fmt, layout, source, thinking, tag, thinking
                      system=system, metadata=metadata, source=source)
     for line in summary.lines():
         click.echo(line, err=True)
+
+
+__all__ = ["export_command"]

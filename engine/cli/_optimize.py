@@ -1,5 +1,6 @@
-"""``aidsafe optimize`` and ``aidsafe compare``: thin click commands over
-:func:`engine.optimize.optimize` and :func:`engine.compare.compare_recipes`.
+"""``aidsafe optimize``: tune a recipe's agents (instructions and demos) with
+a DSPy optimizer judged by LLM judges. A thin command over
+:func:`aidsafe.tools.optimize`.
 
 Tables go to stdout as Markdown; progress, DSPy's optimizer logs, file
 locations and warnings go to stderr.
@@ -7,26 +8,14 @@ locations and warnings go to stderr.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import click
 
 from aidsafe.cli._errors import user_errors
-
-
-def _cache_options(func):
-    func = click.option("--no-cache", is_flag=True, help="Bypass the cache: read nothing, write nothing.")(func)
-    func = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="AIDSAFE_CACHE_DIR",
-                        help="Cache directory (default: cache/ in the project; env AIDSAFE_CACHE_DIR).")(func)
-    return func
-
-
-def _overrides(models) -> dict[str, str]:
-    from aidsafe.models._engine import parse_override
-
-    return dict(parse_override(m) for m in models)
+from aidsafe.cli._options import cache_options, model_overrides
+from aidsafe.cli._output import write_json_summary
 
 
 def _roles(text: str | None) -> list[str] | None:
@@ -37,12 +26,6 @@ def _roles(text: str | None) -> list[str] | None:
         raise click.BadParameter("expected agent names separated by commas, e.g. --roles "
                                  "safety_deliberator,refiner", param_hint="--roles")
     return roles
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    click.echo(f"summary written to {path}", err=True)
 
 
 @click.command("optimize")
@@ -88,7 +71,7 @@ def _write_json(path: Path, data: dict) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the before/after summary as JSON (meta.json has it too).")
 @click.option("--quiet", "-q", is_flag=True, help="No optimizer logs (DSPy's progress bars remain).")
-@_cache_options
+@cache_options
 @user_errors
 def optimize_command(recipe, trainset, out_dir, metric, optimizer, roles, val_fraction, seed, judge_model,
                      prompt_model, models, max_demos, threshold, trials, candidates, field, id_field, limit, workers,
@@ -102,12 +85,12 @@ def optimize_command(recipe, trainset, out_dir, metric, optimizer, roles, val_fr
     agent: instructions and demos, readable and diffable) and
     --out/meta.json (optimizer, metric, scores, recipe hash, date).
     """
-    from aidsafe.tools._optimize import OptimizeOptions, optimize
     from aidsafe.evaluation._report import to_markdown
+    from aidsafe.tools._optimize import OptimizeOptions, optimize
 
     options = OptimizeOptions(optimizer=optimizer, metric=metric, roles=_roles(roles), val_fraction=val_fraction,
                               seed=seed, judge_model=judge_model, prompt_model=prompt_model,
-                              model_overrides=_overrides(models), max_demos=max_demos, threshold=threshold,
+                              model_overrides=model_overrides(models), max_demos=max_demos, threshold=threshold,
                               trials=trials, candidates=candidates, field=field, id_field=id_field, limit=limit,
                               workers=workers, cache_dir=cache_dir, use_cache=not no_cache, force=force)
     with _quiet(quiet):
@@ -116,68 +99,7 @@ def optimize_command(recipe, trainset, out_dir, metric, optimizer, roles, val_fr
     for line in result.lines():
         click.echo(line, err=True)
     if json_path:
-        _write_json(json_path, result.meta)
-
-
-@click.command("compare")
-@click.argument("recipes", nargs=-1, required=True)
-@click.option("-i", "--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Prompts every variant runs on (.jsonl or .csv).")
-@click.option("--judges", default="judges", show_default=True,
-              help="Judges file: a path, or a name in recipes/ (judges = recipes/judges.yaml).")
-@click.option("--judge-model", help="Model string replacing every judge model of the judges file.")
-@click.option("--judge-api-base", help="OpenAI-compatible endpoint for --judge-model.")
-@click.option("--metric", "metrics", multiple=True, metavar="NAME",
-              help="Only this pointwise judge (repeatable; default: all of them).")
-@click.option("--pairwise", "pairwise", multiple=True, metavar="NAME",
-              help="Also run this pairwise judge, both orders, on each variant vs the first (repeatable; "
-                   "default: none).")
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N prompts.")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default="compare", show_default=True,
-              help="Where each variant's records (LABEL.jsonl) and scored copies go. Rerunning resumes them.")
-@click.option("--model", "models", multiple=True, metavar="NAME=MODEL",
-              help="Override a model of every recipe, e.g. --model default=local:smoke.")
-@click.option("--workers", type=click.IntRange(min=1), help="Records (and judge calls) in flight at once.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a self-contained HTML report.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the comparison as JSON.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@_cache_options
-@user_errors
-def compare_command(recipes, input_path, judges, judge_model, judge_api_base, metrics, pairwise, limit, out_dir,
-                    models, workers, report_path, json_path, quiet, cache_dir, no_cache):
-    """Run RECIPES (two or more; files or names in recipes/) on the same
-    prompts, judge every output, and compare each variant with the first.
-
-    The variants share one cache, so stages they have in common run once
-    (`aidsafe compare aidsafe aidsafe-1round -i prompts.jsonl` runs the
-    intents and initial CoT once); the tables say how many stage results each
-    variant reused. Scores are printed side by side, each with its 95%
-    bootstrap interval, and the difference from the first variant with a
-    paired interval over the prompts both scored.
-    """
-    from aidsafe.tools._compare import compare_recipes
-    from aidsafe.evaluation._report import to_markdown, write_html
-
-    if len(recipes) < 2:
-        raise click.UsageError("compare needs at least two recipes: the first is the baseline, e.g. "
-                               "aidsafe compare recipes/baseline.yaml recipes/aidsafe.yaml -i prompts.jsonl")
-    result = compare_recipes(recipes, input_path, judges=judges, judge_model=judge_model, metrics=metrics or None,
-                             pairwise=pairwise, limit=limit, out_dir=out_dir, model_overrides=_overrides(models),
-                             cache_dir=cache_dir, use_cache=not no_cache, workers=workers,
-                             judge_api_base=judge_api_base, progress=not quiet)
-    tables = result.tables()
-    click.echo(to_markdown(tables))
-    for line in result.lines():
-        click.echo(line, err=True)
-    if report_path:
-        write_html(report_path, "aidsafe compare: " + " vs ".join(v.label for v in result.variants), tables,
-                   result.charts(),
-                   {"input": str(input_path), "judges": str(judges)})
-        click.echo(f"report written to {report_path}", err=True)
-    if json_path:
-        _write_json(json_path, result.to_dict())
+        write_json_summary(json_path, result.meta)
 
 
 class _quiet:
@@ -202,4 +124,4 @@ class _quiet:
         return False
 
 
-__all__ = ["compare_command", "optimize_command"]
+__all__ = ["optimize_command"]

@@ -1,0 +1,84 @@
+"""``aidsafe run``: a recipe over a prompts file, one output record per
+prompt, resumable; ``--plan`` is the dry run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from aidsafe.cli._errors import user_errors
+from aidsafe.cli._options import cache_options, model_overrides
+
+
+@click.command("run")
+@click.argument("recipe")
+@click.option("-i", "--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Prompts: .jsonl (one object per line) or .csv.")
+@click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output .jsonl (required unless --plan). Rerun the same command to resume.")
+@click.option("--field", help="Input field holding the prompt (overrides the recipe's input.field).")
+@click.option("--id-field", help="Input field holding the record id (default: row number).")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N records.")
+@click.option("--workers", type=click.IntRange(min=1), help="Records in flight at once (default: the models' concurrency).")
+@click.option("--model", "models", multiple=True, metavar="NAME=MODEL",
+              help="Override a model of the recipe, e.g. --model default=local:smoke or default=openai/gpt-4o-mini.")
+@click.option("--plan", is_flag=True, help="Dry run: per stage, records reused from the cache and new LM calls.")
+@click.option("--retry-failed/--keep-failed", default=True, help="On resume, recompute records that failed before (default) or keep them.")
+@click.option("--max-failures", type=click.IntRange(min=0), help="Abort when more than N records fail.")
+@click.option("--executor", type=click.Choice(["thread", "ray"]), default="thread", show_default=True,
+              help="Run records in threads here, or on Ray workers (pip install -e '.[ray]').")
+@click.option("--address", "ray_address", help="Ray cluster address for --executor ray (default: a local Ray).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@cache_options
+@user_errors
+def run_command(recipe, input_path, output_path, field, id_field, limit, workers, models, plan, retry_failed,
+                max_failures, executor, ray_address, quiet, cache_dir, no_cache):
+    """Run RECIPE over the prompts in --input, writing one record per prompt."""
+    from aidsafe._util.errors import UserError
+    from aidsafe.runtime._run import RunOptions
+    from aidsafe.runtime._run import run as run_recipe
+
+    overrides = model_overrides(models)
+    if plan:
+        _plan(recipe, input_path, field, id_field, limit, overrides, cache_dir, no_cache)
+        return
+    options = RunOptions(cache_dir=cache_dir, use_cache=not no_cache, workers=workers, model_overrides=overrides,
+                         field=field, id_field=id_field, limit=limit, retry_failed=retry_failed,
+                         max_failures=max_failures, progress=not quiet, executor=executor, ray_address=ray_address)
+    if output_path is None:
+        raise click.UsageError("--output is required (or use --plan)")
+    if not Path(input_path).exists():
+        raise UserError(f"input file {str(input_path)!r} not found")
+    try:
+        summary = run_recipe(recipe, input_path, output_path, options)
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        click.echo("interrupted: rerun the same command to resume", err=True)
+        sys.exit(130)
+    for line in summary.lines():
+        click.echo(line, err=True)
+    if summary.interrupted:
+        sys.exit(130)
+    if summary.aborted:
+        sys.exit(1)
+
+
+def _plan(recipe, input_path, field, id_field, limit, overrides, cache_dir, no_cache) -> None:
+    """``--plan``: per stage, the records the cache serves and the LM calls left."""
+    from aidsafe._util.paths import default_cache_dir
+    from aidsafe.config._recipe import load_recipe
+    from aidsafe.models._inspect import inspection_models
+    from aidsafe.pipeline._compile import compile_recipe
+    from aidsafe.runtime._plan import plan_run
+    from aidsafe.store._cache import Cache
+
+    loaded = load_recipe(recipe)
+    cache = Cache(cache_dir or default_cache_dir(), enabled=not no_cache)
+    models = inspection_models(loaded, overrides, identity="backend", cache=cache)
+    program = compile_recipe(loaded, models, cache=cache)
+    for line in plan_run(program, input_path, field, id_field, limit).lines():
+        click.echo(line)
+
+
+__all__ = ["run_command"]
