@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 import time
 from typing import Any, Callable
 
 from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
 
-_FIELD_RE = re.compile(r"^\d+\. `(\w+)` \(([^)]*)\)", re.M)
+from aidsafe.testing._prompt import input_field, output_fields
 
 Answer = dict | str | Callable[["FakeCall"], "dict | str"]
 
@@ -37,17 +36,7 @@ class FakeCall:
 
     def input(self, name: str) -> str | None:
         """The rendered value of input field ``name`` (JSON/Chat adapters)."""
-        match = re.search(r"\[\[ ## " + re.escape(name) + r" ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond|\Z)",
-                          self.user, re.S)
-        return match.group(1).strip() if match else None
-
-
-def _output_fields(system: str) -> dict[str, str]:
-    section = system.split("Your output fields are:", 1)
-    if len(section) < 2:
-        return {}
-    body = section[1].split("All interactions will be structured", 1)[0]
-    return {m.group(1): m.group(2) for m in _FIELD_RE.finditer(body)}
+        return input_field(self.user, name)
 
 
 def default_value(name: str, type_text: str, call: FakeCall) -> Any:
@@ -104,7 +93,7 @@ class FakeEngine:
         system = request.system if isinstance(request.system, str) else "".join(
             getattr(p, "text", "") for p in (request.system or []))
         user = "\n".join(m.text or "" for m in request.messages if m.role == "user")
-        call = FakeCall(system, user, _output_fields(system), {})
+        call = FakeCall(system, user, output_fields(system), {})
         with self._lock:
             self.calls += 1
             self.seen.append(call)

@@ -50,6 +50,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from aidsafe.testing._prompt import output_fields
+
 __all__ = ["MockOpenAIServer", "default_responder", "main"]
 
 #: The only interface the server ever binds to: it must never be reachable
@@ -253,31 +255,6 @@ def _value_for_schema(schema: Any, text: str, defs: dict, depth: int = 0) -> Any
     return text
 
 
-def _parse_output_fields(system: str) -> list[tuple[str, str]]:
-    """``[(name, type_str), ...]`` from DSPy's "Your output fields are:" list."""
-    marker = "Your output fields are:"
-    start = system.find(marker)
-    if start < 0:
-        return []
-    section = system[start + len(marker):]
-    end = section.find("All interactions will be structured")
-    if end >= 0:
-        section = section[:end]
-    fields = []
-    for m in re.finditer(r"^\s*\d+\.\s+`([^`]+)`\s*\(", section, re.M):
-        # The type may itself contain parentheses/brackets, so scan to the
-        # matching ")" instead of trusting a regex.
-        i, depth = m.end(), 1
-        while i < len(section) and depth:
-            if section[i] in "([":
-                depth += 1
-            elif section[i] in ")]":
-                depth -= 1
-            i += 1
-        fields.append((m.group(1), section[m.end():i - 1].strip()))
-    return fields
-
-
 _SCHEMA_NOTE = re.compile(r"\{(\w+)\}\s+# note: the value you produce must adhere to the JSON schema: (.*)$", re.M)
 
 
@@ -367,7 +344,7 @@ def default_responder(messages: list, body: dict) -> str:
     if schema is not None:
         return json.dumps(_value_for_schema(schema, text_for("value"), schema.get("$defs") or schema.get("definitions") or {}))
 
-    fields = _parse_output_fields(system)
+    fields = list(output_fields(system).items())
     notes = _parse_schema_notes(system)
 
     def value_for(name: str, type_str: str) -> Any:

@@ -1,0 +1,52 @@
+"""Reading DSPy's rendered adapter prompts: the one parser both test doubles
+(:mod:`aidsafe.testing.fake` and :mod:`aidsafe.testing.mock_server`) use.
+
+Standard library only: the mock server must run without DSPy installed.
+"""
+
+from __future__ import annotations
+
+import re
+
+_OUTPUTS_START = "Your output fields are:"
+_OUTPUTS_END = "All interactions will be structured"
+_FIELD_START = re.compile(r"^\s*\d+\.\s+`([^`]+)`\s*\(", re.M)
+
+
+def output_fields(system: str) -> dict[str, str]:
+    """The output fields DSPy lists under "Your output fields are:" in a
+    system prompt (JSONAdapter and ChatAdapter alike), as ``{name: type
+    text}`` in prompt order, e.g. ``{"reasoning": "str", "choice":
+    "Literal['A', 'B']"}``. Types may hold brackets and parentheses. A prompt
+    without the list gives ``{}``."""
+    start = system.find(_OUTPUTS_START)
+    if start < 0:
+        return {}
+    section = system[start + len(_OUTPUTS_START):]
+    end = section.find(_OUTPUTS_END)
+    if end >= 0:
+        section = section[:end]
+    fields = {}
+    for match in _FIELD_START.finditer(section):
+        # The type may itself contain parentheses/brackets, so scan to the
+        # matching ")" instead of trusting a regex.
+        i, depth = match.end(), 1
+        while i < len(section) and depth:
+            if section[i] in "([":
+                depth += 1
+            elif section[i] in ")]":
+                depth -= 1
+            i += 1
+        fields[match.group(1)] = section[match.end():i - 1].strip()
+    return fields
+
+
+def input_field(user: str, name: str) -> str | None:
+    """The rendered value of input field ``name`` in a user message
+    (``[[ ## name ## ]]`` sections, as both adapters write inputs), or
+    ``None`` when the message has no such section."""
+    match = re.search(r"\[\[ ## " + re.escape(name) + r" ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond|\Z)", user, re.S)
+    return match.group(1).strip() if match else None
+
+
+__all__ = ["input_field", "output_fields"]
