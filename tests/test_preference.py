@@ -249,14 +249,15 @@ def test_slot_agents_get_their_slots_signatures(fake, recipe_file):
     program = aidsafe.compile_recipe(recipe, aidsafe.build_models(recipe.models, cache), cache=cache)
     belief, pair = program.stage_modules()[2:]
     sig = {a.spec.name: (a.input_names, a.output_names) for a in belief.agent_modules() + pair.agent_modules()}
-    assert sig["believer"] == (["query", "policies", "intents", "previous_belief", "previous_score"], ["belief"])
-    assert sig["bjudge"] == (["query", "policies", "belief"], ["score"])
-    assert sig["rejecter"] == (["belief", "query", "policies"], ["thoughts", "response"])
-    assert sig["pjudge"] == (["query", "policies", "thoughts", "response"], ["score"])
+    # stable-first layout: the policy text leads, the record's values follow in the slot's order
+    assert sig["believer"] == (["policies", "query", "intents", "previous_belief", "previous_score"], ["belief"])
+    assert sig["bjudge"] == (["policies", "query", "belief"], ["score"])
+    assert sig["rejecter"] == (["policies", "belief", "query"], ["thoughts", "response"])
+    assert sig["pjudge"] == (["policies", "query", "thoughts", "response"], ["score"])
     # every agent is a named predictor of the program (optimizers and cache keys see them)
     names = {name for name, _ in program.named_predictors()}
-    assert any("believer" in n or "stage_belief" in n for n in names)
-    assert len([n for n in names if n.startswith("stage_belief")]) == 3
+    assert any("believer" in n for n in names)
+    assert len([n for n in names if n.startswith("agents['belief.")]) == 3
     assert belief.max_calls() == 3 * 2 + 1 and pair.max_calls() == 2
 
 
