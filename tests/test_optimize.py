@@ -153,7 +153,7 @@ def test_bootstrap_saves_demos_and_a_recipe_uses_them(fake, recipe_file, four, t
                                     name="tuned.yaml"))
     models = build_models(plain.models, Cache(tmp_path / "c"))
     before, after = compile_recipe(plain, models), compile_recipe(tuned, models)
-    agent = after.stage_initial.agent
+    agent = after.stages["initial"].agent
     assert [dict(d)["query"] for d in agent.predict.demos] == [d["query"] for d in thinker["demos"]]
     for old, new in zip(before.stage_modules(), after.stage_modules()):
         assert before.stage_components(old)["agents"] != after.stage_components(new)["agents"]
@@ -248,7 +248,8 @@ agents: {refiner: {instructions: "REFINER2: keep only the safe thoughts."}}
 
 def test_compare_shares_stages_and_prints_scores_side_by_side(fake, recipe_file, prompts, tmp_path):
     fake.rules = [
-        (POLICY_COT, lambda call: {"reason": "Thin.", "score": "3"} if "Only the safe" in call.user else SCORE_5),
+        (POLICY_COT, lambda call: {"reason": "Thin.", "score": "3"} if "A second" not in call.user else SCORE_5),
+        ("THINKER", {"thoughts": ["Only the safe thought.", "A second, careful thought."], "response": "Sure."}),
         ("REFINER2", {"refined_thoughts": ["Only the safe thought."]}),
     ]
     base = recipe_file(MINI)

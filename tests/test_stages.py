@@ -79,24 +79,27 @@ def test_no_change_rule(fake, recipe_file, prompts, tmp_path):
 
 
 def test_refine_filters_remove_duplicates_before_and_after(fake, recipe_file, prompts, tmp_path):
-    fake.rules = [("THINKER", {"thoughts": ["Check the policy.", "check the  policy", "Answer helpfully."]}),
+    fake.rules = [("THINKER", {"thoughts": ["Check the policy.", "check the  policy", "Answer helpfully.", "ok",
+                                            "Answer helpfully, kindly.", "Explain the safe way to stop it."]}),
                   ("CRITIC_", {"agree": True}),
-                  ("REFINER", lambda call: {"refined_thoughts": ["Answer helpfully.", "Answer helpfully!", "ok",
-                                                                 "Check the policy first, then answer."]})]
+                  ("REFINER", lambda call: {"refined_thoughts": ["Answer helpfully.", "ok", "Answer helpfully, kindly",
+                                                                 "Explain the safe way to stop it"]})]
     text = MINI.replace("filters: [{type: dedupe}]",
                         "filters: {before: [{type: dedupe}], after: [{type: dedupe}, {type: length, min_chars: 5},"
                         " {type: near_duplicate, threshold: 0.8}]}")
     record = run_one(recipe_file, prompts, tmp_path, text)
-    assert record["cot"] == ["Answer helpfully.", "Check the policy first, then answer."]
+    assert record["cot"] == ["Answer helpfully.", "Explain the safe way to stop it."]
     by_filter = {(r["filter"], r["thought"]) for r in record["removed"]}
     assert ("dedupe", "check the  policy") in by_filter  # before the refiner saw it
-    assert ("dedupe", "Answer helpfully!") in by_filter and ("length", "ok") in by_filter
+    assert ("refiner", "Check the policy.") in by_filter
+    assert ("length", "ok") in by_filter and ("near_duplicate", "Answer helpfully, kindly.") in by_filter
     refiner_input = [c for c in fake.seen if "REFINER" in c.system][0].input("thoughts")
     assert "check the  policy" not in refiner_input
 
 
 def test_required_fields_marks_record_filtered(fake, recipe_file, prompts, tmp_path):
-    fake.rules = [("CRITIC_", {"agree": True}), ("REFINER", {"refined_thoughts": []})]
+    fake.rules = [("THINKER", {"thoughts": [], "response": "Sure."}), ("CRITIC_", {"agree": True}),
+                  ("REFINER", {"refined_thoughts": []})]
     text = MINI.replace("filters: [{type: dedupe}]", "filters: [{type: required_fields, fields: [thoughts]}]")
     record = run_one(recipe_file, prompts, tmp_path, text)
     assert record["status"] == "filtered"

@@ -185,17 +185,12 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
                           if key in getattr(STAGES.get(k), "slots", {}) or key in getattr(STAGES.get(k), "options", ())]
                 problems.append((base + (key,), f"stage kind {kind} takes no `{key}:`; it applies to "
                                                 f"{', '.join(takers)} stages; remove it"))
-        names = ([("agent", stage["agent"])] if "agent" in stage else []) + \
-            [(("agents", i), a) for i, a in enumerate(stage.get("agents", []))] + \
-            [(slot, stage[slot]) for slot in slots if isinstance(stage.get(slot), str)]
-        for key, agent_name in names:
-            key_path = base + (key if isinstance(key, tuple) else (key,))
+        for rel_path, agent_name, contract in kind_cls.agent_refs(stage):
+            key_path = base + rel_path
             if agent_name not in agents:
                 problems.append((key_path, f"unknown agent {agent_name!r}{suggest(agent_name, list(agents))}; "
                                            f"declared agents: {', '.join(agents)}"))
                 continue
-            # A slot's agent reads and writes what that slot offers, not the kind's union.
-            contract = slots.get(key, kind_cls.contract) if isinstance(key, str) else kind_cls.contract
             agent = agents[agent_name]
             for i, input_name in enumerate(agent.get("inputs", []) or []):
                 if input_name not in contract.inputs:
@@ -276,8 +271,8 @@ def _build(path: Path, data: dict, located: Located, chain: list[str]) -> Recipe
     from aidsafe.pipeline.stages import STAGES
 
     stages = [StageSpec(id=s["id"], kind=s["kind"], agent=s.get("agent"), agents=tuple(s.get("agents", [])),
-                        raw=s, index=i, slot_agents=tuple(s[slot] for slot in getattr(STAGES.get(s["kind"]), "slots", {})
-                                                          if isinstance(s.get(slot), str)))
+                        raw=s, index=i, slot_agents=tuple(name for path, name, _ in STAGES.get(s["kind"]).agent_refs(s)
+                                                          if path[0] not in ("agent", "agents")))
               for i, s in enumerate(data["stages"])]
     policy = data["policies"]
     input_cfg = data.get("input", {})

@@ -75,8 +75,9 @@ class StageSpec:
     agents: tuple[str, ...]
     raw: dict
     index: int
-    # agents named by role (``judge: NAME``); which keys are roles is the kind's
-    # knowledge (its ``slots``), resolved by the loader
+    # agents named elsewhere in the stage (role slots such as ``judge: NAME``,
+    # gate checks); which keys name agents is the kind's knowledge
+    # (``Stage.agent_refs``), resolved by the loader
     slot_agents: tuple[str, ...] = ()
 
     @property

@@ -71,6 +71,7 @@ class Program(dspy.Module):
                 self.agents[key] = agent
             self.stage_ids.append(spec.id)
         self.adapter = dspy.JSONAdapter() if recipe.adapter == "json" else dspy.ChatAdapter()
+        self.policy_terms = tuple(t for p in policies.policies for t in (p.id, p.name))
         if prompts:
             from aidsafe.config._prompts import apply_prompts
 
@@ -136,7 +137,8 @@ class Program(dspy.Module):
                     try:
                         with metering(meter):
                             result = stage(copy.deepcopy(state), StageContext(
-                                policies=self.policies.text, tokens_used=lambda m=meter: m.total().tokens))
+                                policies=self.policies.text, tokens_used=lambda m=meter: m.total().tokens,
+                                policy_terms=self.policy_terms))
                     except Exception as exc:
                         exc.stage_id = stage.spec.id  # the output record names the failing stage
                         raise

@@ -91,8 +91,9 @@ def build_record(item: InputRecord, program: Program, run=None, error: dict | No
         record["removed"] = state["removed"]
     if state.get("extra"):
         record["extra"] = state["extra"]
-    if "preference" in state:
-        record["preference"] = state["preference"]
+    for key in ("refinement", "gate", "preference"):  # written by refine, gate, belief/pair stages
+        if key in state:
+            record[key] = state[key]
     if item.meta:
         record["meta"] = item.meta
     if status == "filtered":

@@ -8,6 +8,7 @@ from aidsafe.pipeline.stages import (  # noqa: F401  (importing registers the bu
     _deliberate,
     _filter,
     _filters,
+    _gate,
     _generate,
     _pair,
     _refine,

@@ -52,6 +52,8 @@ class StageContext:
 
     policies: str
     tokens_used: Callable[[], int] = lambda: 0
+    # policy ids and names, for stages that check a thought names a policy
+    policy_terms: tuple[str, ...] = ()
 
 
 @dataclass
@@ -87,7 +89,7 @@ class Stage:
     def check_spec(cls, raw: dict) -> list[tuple[str, str]]:
         """Kind-specific checks of the stage mapping: (key, message) pairs."""
         problems = []
-        if cls.contract.outputs and "agent" not in raw and "agents" not in raw:
+        if cls.contract.outputs and "agent" not in raw and "agents" not in raw and not cls.agent_refs(raw):
             problems.append(("kind", f"stage kind {cls.kind} needs an `agent:`"))
         if not cls.contract.outputs and ("agent" in raw or "agents" in raw):
             problems.append(("agent", f"stage kind {cls.kind} runs no agent; remove `agent:`"))
@@ -96,6 +98,19 @@ class Stage:
         if "stop" in raw and "stop" not in cls.options:
             problems.append(("stop", "only deliberate stages take `stop:`"))
         return problems
+
+    @classmethod
+    def agent_refs(cls, raw: dict) -> list[tuple[tuple, str, Contract]]:
+        """Where the stage mapping names agents: ``(path in the stage, agent
+        name, the contract that agent serves)``; the loader checks each name
+        and the agent's inputs against that contract. Default: ``agent:``,
+        ``agents: [...]`` and the role slots in ``slots`` (``judge: NAME``)."""
+        refs = [(("agent",), raw["agent"], cls.contract)] if isinstance(raw.get("agent"), str) else []
+        refs += [(("agents", i), name, cls.contract) for i, name in enumerate(raw.get("agents") or [])
+                 if isinstance(name, str)]
+        refs += [((slot,), raw[slot], contract) for slot, contract in getattr(cls, "slots", {}).items()
+                 if isinstance(raw.get(slot), str)]
+        return refs
 
     def agent_modules(self) -> list[Agent]:
         """The agents this stage calls (the compiler registers them with the program)."""
@@ -124,10 +139,10 @@ class Stage:
         return values
 
     def apply_filters(self, filters: list["Filter"], thoughts: list[str], state: dict,
-                      removed: list[dict]) -> tuple[list[str], str | None]:
+                      removed: list[dict], ctx: StageContext) -> tuple[list[str], str | None]:
         """Run deterministic filters; collect what each removed and why."""
         for flt in filters:
-            thoughts, dropped, reason = flt.apply(thoughts, state)
+            thoughts, dropped, reason = flt.apply(thoughts, state, ctx)
             removed += [{"thought": t, "filter": flt.type} for t in dropped]
             if reason:
                 return thoughts, reason
@@ -147,8 +162,8 @@ class Filter:
         """Problems with this filter's mapping: (key, message) pairs."""
         return []
 
-    def apply(self, thoughts: list[str], state: dict) -> tuple[list[str], list[str], str | None]:
-        """Return (kept, removed, record-level reason or None)."""
+    def apply(self, thoughts: list[str], state: dict, ctx: StageContext) -> tuple[list[str], list[str], str | None]:
+        """Return (kept, removed, record-level reason or None); ``ctx`` has the policy text."""
         raise NotImplementedError  # pragma: no cover - abstract
 
 

@@ -20,5 +20,5 @@ class FilterStage(Stage):
     def forward(self, state, ctx):
         removed: list[dict] = list(state.get("removed", []))
         thoughts, reason = self.apply_filters(self.filters_before + self.filters_after,
-                                              list(state.get("thoughts", [])), state, removed)
+                                              list(state.get("thoughts", [])), state, removed, ctx)
         return StageResult({"thoughts": thoughts, "removed": removed}, filtered=reason)

@@ -16,7 +16,7 @@ def _norm(text: str) -> str:
 class Dedupe(Filter):
     """Drop thoughts identical to an earlier one (ignoring case, spacing, punctuation)."""
 
-    def apply(self, thoughts, state):
+    def apply(self, thoughts, state, ctx):
         seen, kept, removed = set(), [], []
         for thought in thoughts:
             key = _norm(thought)
@@ -30,7 +30,7 @@ class NearDuplicate(Filter):
     """Drop a thought whose similarity to an earlier kept one is >= threshold
     (difflib ratio over normalised text; default 0.9)."""
 
-    def apply(self, thoughts, state):
+    def apply(self, thoughts, state, ctx):
         threshold = self.spec.get("threshold", 0.9)
         kept, removed = [], []
         for thought in thoughts:
@@ -54,7 +54,7 @@ class Length(Filter):
             return [("min_chars", f"min_chars {spec['min_chars']} is above max_chars {spec['max_chars']}")]
         return []
 
-    def apply(self, thoughts, state):
+    def apply(self, thoughts, state, ctx):
         low, high = self.spec.get("min_chars", 0), self.spec.get("max_chars", float("inf"))
         kept = [t for t in thoughts if low <= len(t) <= high]
         return kept, [t for t in thoughts if not low <= len(t) <= high], None
@@ -68,7 +68,7 @@ class MaxThoughts(Filter):
     def check(cls, spec):
         return [] if "max" in spec else [("type", "max_thoughts needs `max: N`")]
 
-    def apply(self, thoughts, state):
+    def apply(self, thoughts, state, ctx):
         limit = self.spec["max"]
         return thoughts[:limit], thoughts[limit:], None
 
@@ -82,8 +82,71 @@ class RequiredFields(Filter):
     def check(cls, spec):
         return [] if spec.get("fields") else [("type", "required_fields needs `fields: [thoughts, response]`")]
 
-    def apply(self, thoughts, state):
+    def apply(self, thoughts, state, ctx):
         current = dict(state, thoughts=thoughts)
         missing = [f for f in self.spec["fields"] if not current.get(f, (current.get("extra") or {}).get(f))]
         reason = f"required field(s) empty: {', '.join(missing)}" if missing else None
         return thoughts, [], reason
+
+
+def _words(text: str) -> list[str]:
+    return _norm(text).split()
+
+
+@filter_kind("policy_echo")
+class PolicyEcho(Filter):
+    """Drop thoughts that copy the policy text (a run of ``min_words``
+    consecutive words, default 12, found verbatim in the policy set), and
+    mark the record ``filtered`` when the response does: training data that
+    recites the policies teaches recitation, not reasoning. Naming a policy
+    or quoting a few words of it is fine."""
+
+    @classmethod
+    def check(cls, spec):
+        n = spec.get("min_words", 12)
+        return [] if isinstance(n, int) and n >= 4 else [("min_words", f"min_words must be an integer >= 4, found {n!r}")]
+
+    def _grams(self, ctx) -> set[tuple[str, ...]]:
+        n = self.spec.get("min_words", 12)
+        cached = getattr(self, "_cache", None)
+        if cached is None or cached[0] != ctx.policies:
+            words = _words(ctx.policies)
+            cached = (ctx.policies, {tuple(words[i:i + n]) for i in range(len(words) - n + 1)})
+            self._cache = cached
+        return cached[1]
+
+    def echoes(self, text: str, ctx) -> bool:
+        """Whether ``text`` contains ``min_words`` consecutive words of the policy text."""
+        n = self.spec.get("min_words", 12)
+        grams = self._grams(ctx)
+        words = _words(text)
+        return any(tuple(words[i:i + n]) in grams for i in range(len(words) - n + 1))
+
+    def apply(self, thoughts, state, ctx):
+        kept = [t for t in thoughts if not self.echoes(t, ctx)]
+        removed = [t for t in thoughts if self.echoes(t, ctx)]
+        reason = "the response copies the policy text" if self.echoes(str(state.get("response") or ""), ctx) else None
+        return kept, removed, reason
+
+
+@filter_kind("response_check")
+class ResponseCheck(Filter):
+    """Mark the record ``filtered`` when the response is empty, shorter than
+    ``min_chars`` (default 1), or ends mid-sentence after ``max_chars``
+    (a truncated answer)."""
+
+    @classmethod
+    def check(cls, spec):
+        low, high = spec.get("min_chars", 1), spec.get("max_chars")
+        if high is not None and low > high:
+            return [("min_chars", f"min_chars {low} is above max_chars {high}")]
+        return []
+
+    def apply(self, thoughts, state, ctx):
+        response = str(state.get("response") or "").strip()
+        if len(response) < self.spec.get("min_chars", 1):
+            return thoughts, [], "the response is empty" if not response else "the response is too short"
+        high = self.spec.get("max_chars")
+        if high is not None and len(response) > high:
+            return thoughts, [], f"the response is longer than {high} characters"
+        return thoughts, [], None

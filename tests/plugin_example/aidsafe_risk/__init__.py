@@ -49,7 +49,7 @@ class NoUrls(Filter):
 
     _URL = re.compile(r"https?://", re.IGNORECASE)
 
-    def apply(self, thoughts, state):
+    def apply(self, thoughts, state, ctx):
         """Keep the thoughts without a URL."""
         kept = [t for t in thoughts if not self._URL.search(t)]
         return kept, [t for t in thoughts if self._URL.search(t)], None

@@ -1,0 +1,120 @@
+"""``gate``: a quality gate. Judge agents score the record (1-5, reason
+first); a record below any check's threshold, or whose judge gave no usable
+score, becomes ``filtered`` with every score and reason kept in ``gate``.
+
+    - id: gate
+      kind: gate
+      checks:
+        - {agent: policy_judge, min: 4}        # response follows the policies
+        - {agent: refusal_judge, min: 4}       # no refusal of an allowed request
+        - {agent: consistency_judge, min: 4}   # the response follows from the CoT
+
+Judges are ordinary agents (``instructions``, ``model``), so the gate can use
+a stronger model than the generators: give the judges ``model: judge``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aidsafe._util.errors import OutputParseError
+from aidsafe.config._specs import FieldSpec
+from aidsafe.pipeline._contract import INPUT_DOCS, Contract
+from aidsafe.pipeline.stages._base import Stage, StageResult, stage
+
+SCORE_MIN, SCORE_MAX = 1, 5
+
+
+def parse_score(value) -> int | None:
+    """An integer 1-5 from a judge's ``score``, or None (never guessed)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if SCORE_MIN <= value <= SCORE_MAX else None
+    text = str(value or "").strip()
+    match = re.fullmatch(r"([1-5])(?:\s*/\s*5)?(?:\.0)?", text)
+    return int(match.group(1)) if match else None
+
+
+@stage("gate")
+class Gate(Stage):
+    """Judge agents score each record; below a threshold it is filtered."""
+
+    contract = Contract(
+        inputs={**{k: INPUT_DOCS[k] for k in ("query", "policies", "intents", "response")},
+                "thoughts": FieldSpec("thoughts", "list[str]", "The final chain of thought, one thought per item.")},
+        default_inputs=("query", "policies", "thoughts", "response"),
+        outputs={
+            "reason": FieldSpec("reason", "str", "One or two sentences: what you checked and what you found."),
+            "score": FieldSpec("score", "int", f"A single integer from {SCORE_MIN} (fails) to {SCORE_MAX} (passes)."),
+        },
+        requires=("response",),
+    )
+    options = ("checks",)
+
+    @classmethod
+    def check_spec(cls, raw):
+        """``checks:`` is a non-empty list of ``{agent, min}``."""
+        checks = raw.get("checks")
+        if not isinstance(checks, list) or not checks:
+            return [("kind", "a gate needs `checks: [{agent: NAME, min: 4}, ...]`")]
+        problems = super().check_spec(raw)
+        if "agent" in raw:
+            problems.append(("agent", "a gate names its judges in `checks:`, not `agent:`"))
+        for i, check in enumerate(checks):
+            if not isinstance(check, dict) or not isinstance(check.get("agent"), str):
+                problems.append(("checks", f"checks[{i}]: expected {{agent: NAME, min: 1-5}}, found {check!r}"))
+            elif not isinstance(check.get("min", 4), int) or not SCORE_MIN <= check.get("min", 4) <= SCORE_MAX:
+                problems.append(("checks", f"checks[{i}].min: expected an integer {SCORE_MIN}-{SCORE_MAX}, "
+                                           f"found {check.get('min')!r}"))
+        return problems
+
+    @classmethod
+    def agent_refs(cls, raw):
+        """Each check names one judge agent."""
+        return [(("checks", i, "agent"), c["agent"], cls.contract) for i, c in enumerate(raw.get("checks") or [])
+                if isinstance(c, dict) and isinstance(c.get("agent"), str)]
+
+    def __init__(self, spec, agents):
+        super().__init__(spec, agents)
+        self.checks = [(agents[c["agent"]], int(c.get("min", 4))) for c in spec.raw["checks"]]
+
+    def agent_modules(self):
+        """The judges, in check order (one agent may serve two checks)."""
+        seen, out = set(), []
+        for agent, _ in self.checks:
+            if id(agent) not in seen:
+                seen.add(id(agent))
+                out.append(agent)
+        return out
+
+    def max_calls(self):
+        """One call per check."""
+        return len(self.checks)
+
+    def describe(self):
+        """The thresholds, for ``aidsafe show``."""
+        return " " + ", ".join(f"{agent.spec.name}>={minimum}" for agent, minimum in self.checks)
+
+    def forward(self, state, ctx):
+        """Run every check (even after a failure: the scores are data too)."""
+        results, failures = [], []
+        context = self.context_for(state, ctx)
+        for agent, minimum in self.checks:
+            entry = {"agent": agent.spec.name, "min": minimum}
+            try:
+                pred = agent(**context)
+                score, reason = parse_score(pred.score), str(pred.reason or "").strip()
+                if score is None:
+                    reason = f"unscored: score {pred.score!r} is not an integer {SCORE_MIN}-{SCORE_MAX}; {reason}"
+            except OutputParseError as exc:  # kept, never guessed: the raw answer stays with the verdict
+                score, reason = None, f"unscored: {exc}"[:600]
+                entry["raw"] = str(getattr(exc, "raw", "") or "")[:2000]
+            entry.update(score=score, reason=reason, passed=score is not None and score >= minimum)
+            if score is None:
+                failures.append(f"{agent.spec.name} unscored")
+            elif score < minimum:
+                failures.append(f"{agent.spec.name} {score} < {minimum}")
+            results.append(entry)
+        gate = {"passed": not failures, "checks": results}
+        return StageResult({"gate": gate}, filtered=("gate: " + "; ".join(failures)) if failures else None)
