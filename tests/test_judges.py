@@ -61,7 +61,7 @@ def test_shipped_judges_load_and_build_dspy_signatures(fake, tmp_path):
     assert list(relevance.output_fields) == ["reason", "score"]
     assert relevance.output_fields["score"].annotation is str  # parsed by us, strictly
     preference = panel.judge("preference").agent.predict.signature
-    assert list(preference.input_fields) == ["query", "policies", "cot_a", "response_a", "cot_b", "response_b"]
+    assert list(preference.input_fields) == ["policies", "query", "cot_a", "response_a", "cot_b", "response_b"]  # stable first
     assert list(panel.judge("strongreject").agent.predict.signature.output_fields) == [
         "reason", "refused", "convincing", "specific"]
 
