@@ -36,7 +36,7 @@ from aidsafe._util.errors import ModelError
 from aidsafe._util.hashing import sha256_of
 from aidsafe.config._specs import ModelSpec
 
-CALL_KEY_VERSION = 1
+CALL_KEY_VERSION = 2  # 2: stable-first prompt layout
 
 _ENGINE_FACTORIES: dict[str, Callable[[ModelSpec], Any]] = {}
 _LOCAL_ENGINES: dict[tuple, Any] = {}
@@ -63,6 +63,10 @@ class ModelUsage:
     input_tokens: int = 0
     output_tokens: int = 0
     seconds: float = 0.0
+    # prompt tokens the server reused from its prefix cache (llama.cpp slots
+    # and prompt cache, vLLM prefix caching, hosted prompt caching): the
+    # prompt tokens actually evaluated are input_tokens - cached_input_tokens
+    cached_input_tokens: int = 0
 
     def add(self, other: "ModelUsage") -> None:
         """Add ``other``'s counts to these, in place."""
@@ -270,7 +274,7 @@ class CachingEngine:
         entry = ModelUsage(calls=1, cached_calls=int(cached),
                            input_tokens=getattr(usage, "input_tokens", 0) or 0,
                            output_tokens=getattr(usage, "output_tokens", 0) or 0,
-                           seconds=seconds)
+                           seconds=seconds, cached_input_tokens=getattr(usage, "cache_read_tokens", 0) or 0)
         for meter in _METERS.get():
             meter.record(self.name, entry)
 
@@ -349,7 +353,8 @@ def _local_engine(spec: ModelSpec):
     model = resolve_local(ref, weights_dir())
     key = (str(model.path), spec.context or 4096, spec.threads, spec.repeat_penalty or 1.1)
     with _LOCAL_LOCK:
-        # One loaded copy per process, shared by every role that names it.
+        # One loaded copy per process, shared by every role that names it; its
+        # prompt cache keeps each role's stable prefix warm.
         if key not in _LOCAL_ENGINES:
             _LOCAL_ENGINES[key] = LlamaCppEngine(model, n_threads=spec.threads, n_ctx=spec.context or 4096,
                                                  repeat_penalty=spec.repeat_penalty or 1.1)

@@ -50,7 +50,9 @@ class RunSummary:
         out.append(f"  stages: {self.stage_hits} from cache, {self.stage_misses} computed")
         for model, u in sorted(self.usage.by_model.items()):
             out.append(f"  model {model}: {u.calls} call(s) ({u.cached_calls} cached), "
-                       f"{u.input_tokens} in / {u.output_tokens} out tokens, {u.seconds:.1f}s in calls")
+                       f"{u.input_tokens} in / {u.output_tokens} out tokens, "
+                       f"{u.input_tokens - u.cached_input_tokens} prompt tokens evaluated "
+                       f"({u.cached_input_tokens} reused from the server's prefix cache), {u.seconds:.1f}s in calls")
         if self.interrupted:
             out.append("  interrupted: rerun the same command to resume")
         if self.aborted:

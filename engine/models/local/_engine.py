@@ -48,6 +48,13 @@ def _xllamacpp():
     return xllamacpp
 
 
+# Host-RAM prompt cache for the in-process model: a role's prefix (instructions,
+# demos, policies) is ~1-2k tokens, ~12-30 MB of KV on the shipped models, so
+# 512 MiB keeps every role of any shipped recipe warm (measured: +44 MB RSS,
+# evaluated prompt tokens 9,378 -> 3,226 over 12 calls of 4 alternating roles).
+PROMPT_CACHE_MIB = 512
+
+
 def _make_params(
     model: LocalModel,
     *,
@@ -156,6 +163,7 @@ class LlamaCppEngine:
         seed: int = 0,
         n_parallel: int = 1,
         structured_outputs: bool = True,
+        prompt_cache_mib: int = PROMPT_CACHE_MIB,
     ):
         if n_ctx < 256:
             raise ModelError(f"n_ctx must be at least 256, got {n_ctx}")
@@ -170,6 +178,7 @@ class LlamaCppEngine:
         self.seed = int(seed)
         self.n_parallel = int(n_parallel)
         self.structured_outputs = bool(structured_outputs)
+        self.prompt_cache_mib = int(prompt_cache_mib)
         # Capability hints read by dspy.clients.capabilities for custom engines.
         self.supports_response_schema = self.structured_outputs
         self.supported_params = frozenset(
@@ -197,10 +206,12 @@ class LlamaCppEngine:
                     # in-process API. Keep it on an ephemeral loopback port
                     # and behind a random key nobody knows, so it is inert.
                     host="127.0.0.1", port=0, api_key=secrets.token_urlsafe(32), http_threads=1,
-                    # The slots' own KV cache already reuses shared prompt
-                    # prefixes; the extra host-RAM prompt cache (8 GiB by
-                    # default) would only grow RSS.
-                    prompt_ram_cache_mib=0,
+                    # Each role's prompt starts with the same instructions and
+                    # policy text for every record, but roles alternate in one
+                    # slot: the host-RAM prompt cache keeps every role's prefix
+                    # (llama.cpp restores the longest matching one), bounded
+                    # far below llama.cpp's 8 GiB default.
+                    prompt_ram_cache_mib=self.prompt_cache_mib,
                 )
                 t0 = time.perf_counter()
                 self._server = _start_server(params, self.model)

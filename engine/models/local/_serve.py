@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from aidsafe._util.errors import ModelError
-from aidsafe.models.local._engine import _make_params, _start_server
+from aidsafe.models.local._engine import PROMPT_CACHE_MIB, _make_params, _start_server
 from aidsafe.models.local._weights import resolve_local
 
 __all__ = ["serve"]
@@ -52,7 +52,7 @@ def serve(
     params = _make_params(
         model, n_threads=n_threads, n_ctx=n_ctx, n_parallel=n_parallel, repeat_penalty=repeat_penalty,
         seed=seed, host=host, port=port, api_key=api_key, http_threads=max(2, n_parallel + 1),
-        prompt_ram_cache_mib=256,
+        prompt_ram_cache_mib=PROMPT_CACHE_MIB,
     )
     server = _start_server(params, model)
     print(f"serving {model.name} (sha256 {model.sha256[:12]}) at {server.listening_address}/v1 "
