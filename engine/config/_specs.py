@@ -41,6 +41,7 @@ class ModelSpec:
     threads: int | None = None
     context: int | None = None
     repeat_penalty: float | None = None
+    prompt_cache_mib: int | None = None
 
     @classmethod
     def from_dict(cls, name: str, data: dict) -> "ModelSpec":
@@ -49,7 +50,7 @@ class ModelSpec:
                    params=params, concurrency=data.get("concurrency"), rpm=data.get("rpm"), tpm=data.get("tpm"),
                    num_retries=data.get("num_retries"),
                    timeout=data.get("timeout"), threads=data.get("threads"), context=data.get("context"),
-                   repeat_penalty=data.get("repeat_penalty"))
+                   repeat_penalty=data.get("repeat_penalty"), prompt_cache_mib=data.get("prompt_cache_mib"))
 
 
 @dataclass(frozen=True)

@@ -351,13 +351,15 @@ def _local_engine(spec: ModelSpec):
 
     ref = spec.model.split(":", 1)[1]
     model = resolve_local(ref, weights_dir())
-    key = (str(model.path), spec.context or 4096, spec.threads, spec.repeat_penalty or 1.1)
+    cache_mib = spec.prompt_cache_mib
+    key = (str(model.path), spec.context or 4096, spec.threads, spec.repeat_penalty or 1.1, cache_mib)
     with _LOCAL_LOCK:
         # One loaded copy per process, shared by every role that names it; its
         # prompt cache keeps each role's stable prefix warm.
         if key not in _LOCAL_ENGINES:
             _LOCAL_ENGINES[key] = LlamaCppEngine(model, n_threads=spec.threads, n_ctx=spec.context or 4096,
-                                                 repeat_penalty=spec.repeat_penalty or 1.1)
+                                                 repeat_penalty=spec.repeat_penalty or 1.1,
+                                                 **({} if cache_mib is None else {"prompt_cache_mib": cache_mib}))
         return _LOCAL_ENGINES[key]
 
 
