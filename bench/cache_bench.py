@@ -45,8 +45,8 @@ from _common import XSTEST, load_prompts, machine_line  # noqa: E402
 
 from aidsafe import RunOptions  # noqa: E402
 from aidsafe.runtime import _run as run
-from aidsafe.runtime._records import Journal  # noqa: E402
 from aidsafe.runtime._process import prepare  # noqa: E402
+from aidsafe.runtime._records import Journal  # noqa: E402
 from aidsafe.testing.mock_server import MockOpenAIServer  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "aidsafe.yaml"

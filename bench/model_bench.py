@@ -43,10 +43,10 @@ from _common import XSTEST, machine_line  # noqa: E402
 from dspy.lm15 import Config, Message, Request  # noqa: E402
 
 from aidsafe import Cache, RunOptions  # noqa: E402
-from aidsafe.runtime import _run as run
-from aidsafe.models._engine import UsageMeter, build_models, metering  # noqa: E402
 from aidsafe._util.paths import default_cache_dir  # noqa: E402
 from aidsafe.config._specs import ModelSpec  # noqa: E402
+from aidsafe.models._engine import UsageMeter, build_models, metering  # noqa: E402
+from aidsafe.runtime import _run as run
 
 RECIPE = ROOT / "recipes" / "aidsafe.yaml"
 

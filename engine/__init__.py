@@ -35,7 +35,11 @@ _EXPORTS = {
     "run": "aidsafe.runtime",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "Cache", "ModelError", "OutputParseError", "PolicySet", "Program", "Recipe", "RecipeError", "RunOptions",
+    "RunSummary", "UserError", "__version__", "build_models", "compile_recipe", "load_policy_set", "load_recipe",
+    "register_engine", "run",
+]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from aidsafe._util.errors import ModelError, OutputParseError, RecipeError, UserError

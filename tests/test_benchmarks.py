@@ -11,8 +11,8 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from aidsafe.evaluation import _benchmarks as bm
 from aidsafe.cli._bench import bench_command
+from aidsafe.evaluation import _benchmarks as bm
 
 from .conftest import ROOT, have_package
 

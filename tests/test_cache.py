@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import aidsafe
-from aidsafe.store._cache import Cache
-from aidsafe.pipeline._compile import compile_recipe
-from aidsafe.models._engine import build_models
-from aidsafe.runtime._plan import explain_record, plan_run
 from aidsafe.config._recipe import load_recipe
+from aidsafe.models._engine import build_models
+from aidsafe.pipeline._compile import compile_recipe
+from aidsafe.runtime._plan import explain_record, plan_run
+from aidsafe.store._cache import Cache
 
 from .conftest import MINI, ROOT, options, read_jsonl
 

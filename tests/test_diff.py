@@ -9,14 +9,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from aidsafe._util.errors import UserError
 from aidsafe.cli._diff import diff_command
+from aidsafe.config import ModelSpec, load_recipe
 from aidsafe.evaluation import is_refusal
+from aidsafe.models._inspect import inspection_models, spec_identity
 from aidsafe.tools._diff_common import FieldChange
 from aidsafe.tools._diff_recipes import RecipeDiff, diff_recipes, diff_values, render_recipe_diff
 from aidsafe.tools._diff_runs import DEFAULT_REFUSAL, RefusalClassifier, diff_runs, render_run_diff
-from aidsafe._util.errors import UserError
-from aidsafe.models._inspect import inspection_models, spec_identity
-from aidsafe.config import ModelSpec, load_recipe
 
 from .conftest import ROOT
 
@@ -398,9 +398,9 @@ def test_cli_json(runs):
 def test_prediction_matches_what_a_rerun_takes_from_the_cache(fake, recipe_file, tmp_path, patch):
     """Run A, then B on the same cache: every stage the diff calls reused
     comes from the cache, every directly changed one is recomputed."""
-    from aidsafe.store._cache import Cache
-    from aidsafe.pipeline._compile import compile_recipe
     from aidsafe.models._engine import build_models
+    from aidsafe.pipeline._compile import compile_recipe
+    from aidsafe.store._cache import Cache
 
     from .conftest import MINI
 

@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 import aidsafe
-from aidsafe.cli._export import export_command
 from aidsafe._util.errors import UserError
+from aidsafe.cli._export import export_command
 from aidsafe.tools._export import export, import_aidsafe, parse_thoughts, read_records
 
 from .conftest import options, read_jsonl

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from aidsafe.store._cache import Cache
-from aidsafe.cli._eval import eval_command
 from aidsafe._util.errors import RecipeError
+from aidsafe.cli._eval import eval_command
 from aidsafe.evaluation._eval import bootstrap_difference, bootstrap_mean, compare, evaluate, summarize
 from aidsafe.evaluation._judges import (
     JudgePanel,
@@ -24,6 +23,7 @@ from aidsafe.evaluation._judges import (
     render_cot,
 )
 from aidsafe.evaluation._report import Chart, Table, to_html, to_markdown
+from aidsafe.store._cache import Cache
 
 from .conftest import ROOT, read_jsonl
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 import aidsafe
-from aidsafe.store._cache import Cache
 from aidsafe._util.errors import ModelError
-from aidsafe.models._engine import build_models
 from aidsafe.config._specs import ModelSpec
+from aidsafe.models._engine import build_models
+from aidsafe.store._cache import Cache
 from aidsafe.testing.mock_server import MockOpenAIServer
 
 from .conftest import MINI, read_jsonl

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import aidsafe.models.local._weights as L
-from aidsafe.models.local import LlamaCppEngine, serve
 from aidsafe._util.errors import ModelError
+from aidsafe.models.local import LlamaCppEngine, serve
 
 # --------------------------------------------------------------------------
 # Fake weight parts

@@ -12,16 +12,16 @@ import dspy
 import pytest
 from click.testing import CliRunner
 
-from aidsafe.store._cache import Cache
+from aidsafe._util.errors import UserError
 from aidsafe.cli._compare import compare_command
 from aidsafe.cli._optimize import optimize_command
-from aidsafe.tools._compare import compare_recipes
-from aidsafe.pipeline._compile import compile_recipe
-from aidsafe._util.errors import UserError
+from aidsafe.config._recipe import load_recipe
 from aidsafe.evaluation._judges import JudgePanel, load_judges
 from aidsafe.models._engine import build_models
+from aidsafe.pipeline._compile import compile_recipe
+from aidsafe.store._cache import Cache
+from aidsafe.tools._compare import compare_recipes
 from aidsafe.tools._optimize import JudgeMetric, OptimizeOptions, TunableProgram, optimize, parse_metric, split_trainset
-from aidsafe.config._recipe import load_recipe
 
 from .conftest import MINI, read_jsonl
 

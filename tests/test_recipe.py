@@ -6,11 +6,11 @@ import re
 
 import pytest
 
-from aidsafe.store._cache import Cache
-from aidsafe.pipeline._compile import compile_recipe
 from aidsafe._util.errors import RecipeError, UserError
-from aidsafe.models._engine import build_models
 from aidsafe.config._recipe import load_recipe
+from aidsafe.models._engine import build_models
+from aidsafe.pipeline._compile import compile_recipe
+from aidsafe.store._cache import Cache
 
 from .conftest import MINI, ROOT
 

@@ -13,10 +13,9 @@ from typing import Any
 
 from aidsafe._util import paths
 from aidsafe._util.errors import RecipeError, UserError
-from aidsafe._util.hashing import sha256_of
 from aidsafe._util.registry import suggest
 from aidsafe.config._schema import raise_located, schema_problems
-from aidsafe.config._specs import FIELD_TYPES, AgentSpec, FieldSpec, ModelSpec, Recipe, StageSpec
+from aidsafe.config._specs import AgentSpec, FieldSpec, ModelSpec, Recipe, StageSpec
 from aidsafe.config._yaml import Located, PathKey, load_yaml_file
 
 # ---------------------------------------------------------------- extends

@@ -47,16 +47,16 @@ from typing import Callable, Iterable
 from dspy.lm15 import Config, Message, Request
 
 from aidsafe._util import paths
-from aidsafe.store._cache import Cache
 from aidsafe._util.errors import UserError
+from aidsafe._util.progress import Progress
+from aidsafe._util.registry import suggest
+from aidsafe.config._specs import ModelSpec
 from aidsafe.evaluation._eval import Interval, bootstrap_mean
 from aidsafe.evaluation._judges import JudgePanel, load_judges
 from aidsafe.evaluation._refusal import classify_refusal
 from aidsafe.evaluation._tasks import run_tasks
 from aidsafe.models._engine import ModelHandle, UsageMeter, build_models, metering
-from aidsafe._util.progress import Progress
-from aidsafe.config._specs import ModelSpec
-from aidsafe._util.registry import suggest
+from aidsafe.store._cache import Cache
 
 PLACEHOLDER = "[INSERT PROMPT HERE]"
 REFUSED = ("full_refusal", "partial_refusal")

@@ -23,14 +23,14 @@ from typing import Sequence
 
 import numpy as np
 
-from aidsafe.store._cache import Cache
 from aidsafe._util.errors import UserError
-from aidsafe.evaluation._judges import JudgePanel, PairVerdict, load_judges, score_records
-from aidsafe.evaluation._tasks import run_tasks
-from aidsafe.runtime._records import read_records, write_records
-from aidsafe.models._engine import UsageMeter, metering
 from aidsafe._util.paths import default_cache_dir
 from aidsafe._util.progress import Progress
+from aidsafe.evaluation._judges import JudgePanel, PairVerdict, load_judges, score_records
+from aidsafe.evaluation._tasks import run_tasks
+from aidsafe.models._engine import UsageMeter, metering
+from aidsafe.runtime._records import read_records, write_records
+from aidsafe.store._cache import Cache
 
 N_RESAMPLES = 2000
 CONFIDENCE = 0.95

@@ -32,6 +32,9 @@ from typing import Any, Callable, Iterable
 
 import dspy
 
+from aidsafe._util.errors import OutputParseError, UserError
+from aidsafe.config._policies import PolicySet, load_policy_set
+from aidsafe.config._specs import AgentSpec, FieldSpec
 from aidsafe.evaluation._judge_specs import (  # noqa: F401 - the judges API, re-exported
     DEFAULT_SCALE,
     INPUT_DOCS,
@@ -45,12 +48,9 @@ from aidsafe.evaluation._judge_specs import (  # noqa: F401 - the judges API, re
     resolve_judges_path,
 )
 from aidsafe.evaluation._tasks import run_tasks
+from aidsafe.models._engine import ModelHandle, build_models
 from aidsafe.pipeline._agents import Agent, Contract
 from aidsafe.store._cache import Cache
-from aidsafe._util.errors import OutputParseError, UserError
-from aidsafe.models._engine import ModelHandle, build_models
-from aidsafe.config._policies import PolicySet, load_policy_set
-from aidsafe.config._specs import AgentSpec, FieldSpec
 
 # ---------------------------------------------------------------- parsing
 

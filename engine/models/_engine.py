@@ -31,10 +31,10 @@ import dspy
 from dspy._vendor.lm15.serde import request_to_dict, response_from_dict, response_to_dict
 from dspy.lm15 import Response, response_to_events
 
-from aidsafe.store._cache import Cache
 from aidsafe._util.errors import ModelError
 from aidsafe._util.hashing import sha256_of
 from aidsafe.config._specs import ModelSpec
+from aidsafe.store._cache import Cache
 
 CALL_KEY_VERSION = 2  # 2: stable-first prompt layout
 
@@ -346,8 +346,8 @@ class RemoteEngine:
 
 
 def _local_engine(spec: ModelSpec):
-    from aidsafe.models.local import LlamaCppEngine, resolve_local
     from aidsafe._util.paths import weights_dir
+    from aidsafe.models.local import LlamaCppEngine, resolve_local
 
     ref = spec.model.split(":", 1)[1]
     model = resolve_local(ref, weights_dir())

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aidsafe.store._cache import Cache
-from aidsafe.models._engine import ModelHandle, apply_overrides, backend_for, make_handle, model_identity
 from aidsafe.config._specs import ModelSpec, Recipe
+from aidsafe.models._engine import ModelHandle, apply_overrides, backend_for, make_handle, model_identity
+from aidsafe.store._cache import Cache
 
 IDENTITY_MODES = ("spec", "backend")
 

@@ -14,9 +14,9 @@ import dspy
 from dspy.utils.exceptions import AdapterParseError
 
 from aidsafe._util.errors import OutputParseError
-from aidsafe.models._engine import parse_attempt, watch_truncation
 from aidsafe.config._specs import AgentSpec
-from aidsafe.pipeline._contract import INPUT_DOCS, Contract, order_inputs
+from aidsafe.models._engine import parse_attempt, watch_truncation
+from aidsafe.pipeline._contract import Contract, order_inputs
 
 PY_TYPES = {"str": str, "list[str]": list[str], "bool": bool, "int": int, "float": float, "dict": dict}
 

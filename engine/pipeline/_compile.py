@@ -15,13 +15,13 @@ from typing import Any
 
 import dspy
 
-from aidsafe.pipeline._agents import Agent
-from aidsafe.store._cache import Cache
 from aidsafe._util.hashing import sha256_of
-from aidsafe.models._engine import ModelHandle, UsageMeter, metering
 from aidsafe.config._policies import PolicySet
 from aidsafe.config._specs import Recipe
+from aidsafe.models._engine import ModelHandle, UsageMeter, metering
+from aidsafe.pipeline._agents import Agent
 from aidsafe.pipeline.stages import STAGES, Stage, StageContext
+from aidsafe.store._cache import Cache
 
 STAGE_KEY_VERSION = 1
 

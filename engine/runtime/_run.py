@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-
-from aidsafe.pipeline._compile import Program
-from aidsafe.models._engine import ModelUsage, UsageMeter
 from aidsafe._util.progress import Progress
 from aidsafe.config import Recipe
+from aidsafe.models._engine import ModelUsage, UsageMeter
+from aidsafe.pipeline._compile import Program
 from aidsafe.runtime._process import Outcome, RunOptions, prepare, process
 from aidsafe.runtime._records import InputRecord, Journal, count_inputs, read_inputs
 

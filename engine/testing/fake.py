@@ -76,6 +76,7 @@ class FakeEngine:
         self._lock = threading.Lock()
 
     def identity(self) -> dict:
+        """What the cache keys on: backend and name."""
         return {"backend": "fake", "model": self.name}
 
     def _pick(self, call: FakeCall) -> Any:
@@ -90,6 +91,7 @@ class FakeEngine:
         return {}
 
     def complete(self, request) -> Response:
+        """Answer by the first matching rule (or plausible defaults)."""
         system = request.system if isinstance(request.system, str) else "".join(
             getattr(p, "text", "") for p in (request.system or []))
         user = "\n".join(m.text or "" for m in request.messages if m.role == "user")
@@ -113,7 +115,8 @@ class FakeEngine:
                                     total_tokens=tokens_in + tokens_out))
 
     def stream(self, request):
+        """The complete answer as DSPy stream events."""
         return response_to_events(self.complete(request))
 
     def close(self) -> None:
-        pass
+        """Nothing to free."""

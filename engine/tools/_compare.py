@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from aidsafe.store._cache import Cache
-from aidsafe.pipeline._compile import Program, compile_recipe
 from aidsafe._util.errors import UserError
-from aidsafe.evaluation._eval import CONFIDENCE, EvalResult, MetricComparison, evaluate
-from aidsafe.models._inspect import inspection_models
 from aidsafe._util.paths import default_cache_dir
 from aidsafe.config import Recipe, load_recipe
+from aidsafe.evaluation._eval import CONFIDENCE, EvalResult, MetricComparison, evaluate
+from aidsafe.models._inspect import inspection_models
+from aidsafe.pipeline._compile import Program, compile_recipe
 from aidsafe.runtime._records import read_inputs
 from aidsafe.runtime._run import RunOptions, RunSummary, run
+from aidsafe.store._cache import Cache
 
 DEFAULT_OUT_DIR = "compare"
 

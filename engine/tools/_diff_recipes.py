@@ -21,7 +21,8 @@ from typing import Any
 
 from aidsafe._util.hashing import canonical_json
 from aidsafe.config._specs import Recipe
-from aidsafe.tools._diff_common import FieldChange, short as _short
+from aidsafe.tools._diff_common import FieldChange
+from aidsafe.tools._diff_common import short as _short
 
 # ===================================================================== values
 
@@ -244,8 +245,8 @@ _SECTIONS = ("models", "agents", "stages", "policies")
 def diff_recipes(a: Recipe, b: Recipe) -> RecipeDiff:
     """Compare two loaded recipes (``extends`` already resolved by
     :func:`aidsafe.config.load_recipe`). Calls no model."""
-    from aidsafe.pipeline._compile import compile_recipe
     from aidsafe.models._inspect import inspection_models
+    from aidsafe.pipeline._compile import compile_recipe
 
     policies_a, policies_b = a.load_policies(), b.load_policies()
     program_a = compile_recipe(a, inspection_models(a), cache=None, policies=policies_a)

@@ -18,7 +18,8 @@ from typing import Any, Callable
 from aidsafe._util.errors import UserError
 from aidsafe._util.hashing import sha256_of
 from aidsafe.evaluation._refusal import is_refusal
-from aidsafe.tools._diff_common import FieldChange, short as _short
+from aidsafe.tools._diff_common import FieldChange
+from aidsafe.tools._diff_common import short as _short
 
 
 @dataclass(frozen=True)

@@ -45,18 +45,18 @@ import dspy
 from aidsafe import __version__
 from aidsafe._util import paths
 from aidsafe._util.atomic import atomic_write
-from aidsafe.store._cache import Cache
-from aidsafe.pipeline._compile import Program, compile_recipe
 from aidsafe._util.errors import UserError
+from aidsafe._util.paths import default_cache_dir
+from aidsafe._util.registry import suggest
+from aidsafe.config import ModelSpec, Recipe, load_recipe
+from aidsafe.config._prompts import PROMPTS_FILE, dump_prompts
 from aidsafe.evaluation._eval import Interval, bootstrap_difference, bootstrap_mean
 from aidsafe.evaluation._judges import JudgePanel, Verdict, load_judges
 from aidsafe.evaluation._tasks import run_tasks
 from aidsafe.models._engine import build_models
-from aidsafe._util.paths import default_cache_dir
-from aidsafe.config._prompts import PROMPTS_FILE, dump_prompts
-from aidsafe.config import ModelSpec, Recipe, load_recipe
+from aidsafe.pipeline._compile import Program, compile_recipe
 from aidsafe.runtime._records import read_inputs
-from aidsafe._util.registry import suggest
+from aidsafe.store._cache import Cache
 
 OPTIMIZERS = ("bootstrap", "mipro", "gepa")
 META_FILE = "meta.json"
@@ -353,7 +353,7 @@ def score_program(program: Program, examples: Sequence[dspy.Example], metric: Ju
     results = run_tasks([lambda e=e: one(e) for e in examples], workers)
     values, failed, filtered, unscored = [], 0, 0, 0
     raw: dict[str, list[int]] = {name: [] for name in metric.spec.weights}
-    for score, error in results:
+    for score, _error in results:
         if score is None:
             failed += 1
             values.append(0.0)

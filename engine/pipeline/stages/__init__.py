@@ -2,6 +2,7 @@
 ``@stage`` (filters with ``@filter_kind``). Third-party kinds and filters come
 from the entry-point groups ``aidsafe.stages`` and ``aidsafe.filters``."""
 
+from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 from aidsafe.pipeline.stages import (  # noqa: F401  (importing registers the built-in kinds)
     _belief,
     _decompose,
@@ -26,7 +27,6 @@ from aidsafe.pipeline.stages._base import (
     filter_kind,
     stage,
 )
-from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 
 __all__ = ["FILTERS", "INPUT_DOCS", "STAGES", "Contract", "Filter", "Stage", "StageContext", "StageResult",
            "clean_thoughts", "extras", "filter_kind", "stage"]

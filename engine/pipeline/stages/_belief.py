@@ -22,9 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 from aidsafe._util.errors import OutputParseError
 from aidsafe.config._specs import FieldSpec
+from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 from aidsafe.pipeline.stages._base import Stage, StageResult, clean_thoughts, extras, stage
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -6,8 +6,8 @@ spent; the reason is recorded."""
 
 from __future__ import annotations
 
-from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 from aidsafe.config._specs import FieldSpec
+from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 from aidsafe.pipeline.stages._base import Stage, StageResult, clean_thoughts, extras, stage
 
 DEFAULT_MAX_ROUNDS = 3

@@ -13,8 +13,8 @@ separation is never guessed.
 
 from __future__ import annotations
 
-from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 from aidsafe.config._specs import FieldSpec
+from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 from aidsafe.pipeline.stages._base import Stage, StageResult, stage
 from aidsafe.pipeline.stages._belief import check_slot_spec, judge_score, slot_agent, union_contract
 

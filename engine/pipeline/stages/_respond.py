@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 from aidsafe.config._specs import FieldSpec
+from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 from aidsafe.pipeline.stages._base import Stage, StageResult, extras, stage
 
 
