@@ -33,6 +33,7 @@ from dspy.lm15 import Response, response_to_events
 
 from aidsafe._util.errors import ModelError
 from aidsafe._util.hashing import sha256_of
+from aidsafe._util.registry import Registry
 from aidsafe.config._specs import ModelSpec
 from aidsafe.store._cache import Cache
 
@@ -363,10 +364,20 @@ def _local_engine(spec: ModelSpec):
         return _LOCAL_ENGINES[key]
 
 
+# Third-party backends: ``model: NAME:rest`` where NAME is an entry point of
+# the group ``aidsafe.backends`` whose object is a factory ``spec -> engine``.
+BACKENDS: Registry[Callable[[ModelSpec], Any]] = Registry("model backend", entry_points="aidsafe.backends")
+
+
 def backend_for(spec: ModelSpec) -> Any:
-    """The uncached engine a model spec names."""
+    """The uncached engine a model spec names: ``local:``, ``fake:``, a
+    plugin's ``NAME:`` (entry point group ``aidsafe.backends``), else a
+    remote model string for DSPy's clients (``openai/...``, ``hosted_vllm/...``)."""
+    scheme, colon, _ = spec.model.partition(":")
     if spec.model.startswith("local:"):
         return _local_engine(spec)
+    if colon and "/" not in scheme and scheme != "fake" and scheme in BACKENDS:
+        return BACKENDS.get(scheme)(spec)
     if spec.model.startswith("fake:"):
         name = spec.model.split(":", 1)[1]
         if name not in _ENGINE_FACTORIES:

@@ -19,7 +19,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "plugin_example"
 RECIPE = """
 name: risky
 models:
-  default: {model: "fake:test"}
+  default: {model: "canned:demo"}
 policies: aidsafe
 agents:
   classifier: {instructions: "CLASSIFIER: name the risk category."}
@@ -33,10 +33,6 @@ stages:
 SCRIPT = """
 import json, sys
 import aidsafe
-from aidsafe.testing.fake import FakeEngine
-engine = FakeEngine([("CLASSIFIER", {"risk_category": "Cyber"}),
-                     ("THINKER", {"thoughts": ["See https://example.com", "Explain safely."], "response": "ok"})])
-aidsafe.register_engine("test", lambda spec: engine)
 summary = aidsafe.run(sys.argv[1], sys.argv[2], sys.argv[3],
                       aidsafe.RunOptions(cache_dir=sys.argv[4], progress=False))
 print(json.dumps(summary.statuses))
@@ -64,7 +60,7 @@ def plugin_env(tmp_path):
     return {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "AIDSAFE_CACHE_DIR": str(tmp_path / "cache")}
 
 
-def test_third_party_stage_kind_and_filter_run_in_a_recipe(plugin_env, tmp_path):
+def test_third_party_stage_kind_filter_and_backend_run_in_a_recipe(plugin_env, tmp_path):
     recipe = tmp_path / "risky.yaml"
     recipe.write_text(RECIPE)
     inputs = tmp_path / "in.jsonl"
@@ -78,6 +74,7 @@ def test_third_party_stage_kind_and_filter_run_in_a_recipe(plugin_env, tmp_path)
     assert record["extra"]["risk_category"] == "cyber"
     assert record["cot"] == ["Explain safely."]
     assert {"thought": "See https://example.com", "filter": "no_urls"} in record["removed"]
+    assert record["provenance"]["models"]["default"] == {"backend": "fake", "model": "canned:demo"}
 
 
 def test_plugin_kinds_are_validated_and_listed_like_built_ins(plugin_env, tmp_path):

@@ -3,6 +3,8 @@
 * ``classify_risk`` - a stage kind: one agent labels the query's risk
   category; the label lands in ``record.extra.risk_category``.
 * ``no_urls`` - a filter: drops thoughts that contain a URL.
+* ``canned:`` - a model backend (``model: canned:demo``) with scripted
+  answers, the shape of any backend: ``complete(request)`` and ``identity()``.
 
 Both use only aidsafe's public API (``aidsafe.pipeline``, ``aidsafe.config``)
 and are found through the entry points in ``pyproject.toml``.
@@ -53,3 +55,13 @@ class NoUrls(Filter):
         """Keep the thoughts without a URL."""
         kept = [t for t in thoughts if not self._URL.search(t)]
         return kept, [t for t in thoughts if self._URL.search(t)], None
+
+
+def canned_backend(spec):
+    """Factory for ``model: canned:NAME``: scripted answers through DSPy's real
+    adapters (a real backend would call a server here)."""
+    from aidsafe.testing.fake import FakeEngine
+
+    return FakeEngine([("CLASSIFIER", {"risk_category": "Cyber"}),
+                       ("THINKER", {"thoughts": ["See https://example.com", "Explain safely."], "response": "ok"})],
+                      name=spec.model)
