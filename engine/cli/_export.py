@@ -33,14 +33,17 @@ from aidsafe.tools._export import FORMATS, LAYOUTS, SOURCES, THINKING
               help="Message key for --thinking field (Qwen3-style templates read reasoning_content).")
 @click.option("--system", help="A system message put before every prompt.")
 @click.option("--metadata", is_flag=True, help="Add id (and for dpo: belief, scores, margin) columns.")
+@click.option("--reviewed", is_flag=True,
+              help="Leave out the records rejected in `aidsafe view` (the input's .review.jsonl sidecar).")
 @user_errors
-def export_command(out, input_path, fmt, layout, source, thinking, tag, thinking_field, system, metadata):
+def export_command(out, input_path, fmt, layout, source, thinking, tag, thinking_field, system, metadata,
+                   reviewed=False):
     """Write the records in --input to OUT as training data. Only `ok`
     records become rows; failed and filtered ones are left out and counted."""
     from aidsafe.tools._export import export
 
     summary = export(input_path, out, fmt, layout=layout, thinking=thinking, tag=tag, field=thinking_field,
-                     system=system, metadata=metadata, source=source)
+                     system=system, metadata=metadata, source=source, reviewed=reviewed)
     for line in summary.lines():
         click.echo(line, err=True)
 

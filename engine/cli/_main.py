@@ -21,6 +21,7 @@ from aidsafe.cli._run import run_command
 from aidsafe.cli._serve import serve_command
 from aidsafe.cli._show import show_command
 from aidsafe.cli._validate import validate_command
+from aidsafe.cli._view import view_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,7 +33,7 @@ def main():
 
 # In the order of the original CLI, which `aidsafe --help` lists alphabetically anyway.
 COMMANDS = (validate_command, show_command, run_command, cache_group, serve_command, diff_command, eval_command,
-            bench_command, export_command, optimize_command, compare_command)
+            bench_command, export_command, optimize_command, compare_command, view_command)
 
 for _command in COMMANDS:
     main.add_command(_command)

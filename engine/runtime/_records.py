@@ -98,26 +98,63 @@ def read_inputs(path: str | Path, field_name: str = "prompt", id_field: str | No
         index += 1
 
 
-def iter_jsonl_records(path: str | Path, what: str = "records file") -> Iterator[tuple[int, dict]]:
-    """Stream (line number, record) from a JSONL file of output records. A
+@dataclass(frozen=True)
+class JsonlLine:
+    """One record of a JSONL file with where it lies: ``offset`` and
+    ``length`` are in bytes, so :func:`read_record_at` can fetch it again
+    without reading the file before it."""
+
+    number: int  # 1-based line number
+    offset: int
+    length: int
+    record: dict
+
+
+def iter_jsonl_lines(path: str | Path, what: str = "records file", start: int = 0,
+                     first_number: int = 1) -> Iterator[JsonlLine]:
+    """Stream the records of a JSONL file with their byte offsets, from byte
+    ``start`` (a line start; ``first_number`` is that line's number). A
     missing file or a line that is not a JSON object is a :class:`UserError`
     naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} {str(path)!r} not found")
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise UserError(f"{path}:{number}: not valid JSON ({exc.msg}); records files are the JSONL "
-                                "written by `aidsafe run`") from None
-            if not isinstance(record, dict):
-                raise UserError(f"{path}:{number}: expected a JSON object (one record per line), "
-                                f"found {type(record).__name__}")
-            yield number, record
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        offset = start
+        for number, line in enumerate(handle, first_number):
+            length = len(line)
+            if line.strip():
+                yield JsonlLine(number, offset, length, _parse_record_line(path, number, line))
+            offset += length
+
+
+def _parse_record_line(path: Path, number: int, line: bytes | str) -> dict:
+    try:
+        record = json.loads(line)
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+        raise UserError(f"{path}:{number}: not valid JSON ({getattr(exc, 'msg', None) or exc}); records files "
+                        "are the JSONL written by `aidsafe run`") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{path}:{number}: expected a JSON object (one record per line), "
+                        f"found {type(record).__name__}")
+    return record
+
+
+def read_record_at(path: str | Path, offset: int, number: int = 0) -> dict:
+    """The record on the line starting at byte ``offset`` of ``path`` (an
+    offset from :func:`iter_jsonl_lines`); a bad line is a :class:`UserError`."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return _parse_record_line(Path(path), number, handle.readline())
+
+
+def iter_jsonl_records(path: str | Path, what: str = "records file") -> Iterator[tuple[int, dict]]:
+    """Stream (line number, record) from a JSONL file of output records. A
+    missing file or a line that is not a JSON object is a :class:`UserError`
+    naming the file and line."""
+    for line in iter_jsonl_lines(path, what):
+        yield line.number, line.record
 
 
 def read_records(path: str | Path, what: str = "records file") -> list[dict]:

@@ -376,13 +376,23 @@ def _write_hf(rows: Iterable[dict], out: Path, schema) -> int:
     return len(dataset)
 
 
+def reviewed_records(records: Iterable[dict], records_path: str | Path, summary: ExportSummary) -> Iterator[dict]:
+    """``--reviewed``: ``records`` less those rejected in ``aidsafe view`` (its
+    sidecar format is the view package's), each counted in ``summary.skipped``."""
+    from aidsafe.view._review import drop_rejected
+
+    return drop_rejected(records, records_path, summary.skipped)
+
+
 def export(records_path: str | Path, out_path: str | Path, fmt: str, *, layout: str | None = None,
            thinking: str = "tag", tag: str = "think", field: str = "reasoning_content", system: str | None = None,
-           metadata: bool = False, source: str = "records") -> ExportSummary:
+           metadata: bool = False, source: str = "records", reviewed: bool = False) -> ExportSummary:
     """Write the records in ``records_path`` (our run output, or with
     ``source="aidsafe"`` a file of the public AIDSAFE dataset) to ``out_path``
     as ``fmt`` (sft, dpo, hf, parquet, records). ``layout`` (sft or dpo) says
-    what hf/parquet rows hold; ``thinking``/``tag``/``field`` place the CoT."""
+    what hf/parquet rows hold; ``thinking``/``tag``/``field`` place the CoT.
+    ``reviewed``: leave out the records rejected in ``aidsafe view`` (the
+    input's ``.review.jsonl`` sidecar), counted in the summary."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     if source not in SOURCES:
@@ -411,6 +421,8 @@ def export(records_path: str | Path, out_path: str | Path, fmt: str, *, layout: 
     _check_output(out, fmt)
     summary = ExportSummary(output=str(out), format=fmt, layout=layout)
     records = import_aidsafe(records_path) if source == "aidsafe" else read_records(records_path)
+    if reviewed:
+        records = reviewed_records(records, records_path, summary)
 
     def counted(stream: Iterable[dict]) -> Iterator[dict]:
         for record in stream:
