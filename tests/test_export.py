@@ -74,12 +74,16 @@ def is_trl_conversational(example: dict) -> bool:
 
 
 def check_sft_rows(rows, field=None):
+    """TRL's conversational prompt-completion layout (or `messages`)."""
     for row in rows:
         assert is_trl_conversational(row)
-        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
-        assert all(isinstance(m["content"], str) and m["content"] for m in row["messages"])
+        messages = row["messages"] if "messages" in row else row["prompt"] + row["completion"]
+        if "messages" not in row:
+            assert [m["role"] for m in row["completion"]] == ["assistant"]
+        assert [m["role"] for m in messages] == ["user", "assistant"]
+        assert all(isinstance(m["content"], str) and m["content"] for m in messages)
         if field:
-            assert row["messages"][1][field]
+            assert messages[1][field]
 
 
 def check_dpo_rows(rows):
@@ -92,31 +96,48 @@ def check_dpo_rows(rows):
 
 # ------------------------------------------------------------------ sft / dpo JSONL
 
-def test_sft_jsonl_loads_with_datasets_in_trl_layout(records, tmp_path, hf):
+def test_sft_jsonl_loads_with_datasets_in_trl_prompt_completion_layout(records, tmp_path, hf):
     out = tmp_path / "sft.jsonl"
     summary = export(records, out, "sft")
     assert summary.written == 3 and dict(summary.skipped) == {"filtered": 1, "failed": 1}
     ds = hf.load_dataset("json", data_files=str(out), split="train", cache_dir=str(tmp_path / "hf"))
-    assert ds.column_names == ["messages"] and ds.num_rows == 3
+    # prompt/completion: TRL puts the loss on the completion only, never on the (harmful) prompt
+    assert ds.column_names == ["prompt", "completion"] and ds.num_rows == 3
     rows = list(ds)
     check_sft_rows(rows)
-    assert rows[0]["messages"] == [
-        {"role": "user", "content": "prompt r1"},
-        {"role": "assistant", "content": "<think>\nr1 thought one\nr1 thought two\n</think>\n\nresponse r1"}]
-    assert [r["messages"][0]["content"] for r in rows] == ["prompt r1", "prompt r2", "prompt r5"]
+    assert rows[0] == {
+        "prompt": [{"role": "user", "content": "prompt r1"}],
+        "completion": [{"role": "assistant",
+                        "content": "<think>\nr1 thought one\nr1 thought two\n</think>\n\nresponse r1"}]}
+    assert [r["prompt"][0]["content"] for r in rows] == ["prompt r1", "prompt r2", "prompt r5"]
+
+
+def test_sft_messages_layout_by_flag_with_a_note(records, tmp_path, hf):
+    out = tmp_path / "sft.jsonl"
+    summary = export(records, out, "sft", messages=True)
+    rows = read_jsonl(out)
+    assert list(rows[0]) == ["messages"]
+    check_sft_rows(rows)
+    assert rows[0]["messages"][1]["content"].endswith("response r1")
+    assert any("assistant_only_loss" in line for line in summary.lines())
+    with pytest.raises(UserError, match="--messages applies to sft rows"):
+        export(records, out, "dpo", messages=True)
 
 
 def test_sft_thinking_field_tag_and_system(records, tmp_path, hf):
     out = tmp_path / "sft.jsonl"
-    export(records, out, "sft", thinking="field", system="Follow the policies.")
+    summary = export(records, out, "sft", thinking="field", system="Follow the policies.")
+    # without --tokenizer nobody checked that the chat template keeps the CoT
+    assert any("warning: --thinking field" in line and "--tokenizer" in line for line in summary.lines())
     rows = list(hf.load_dataset("json", data_files=str(out), split="train", cache_dir=str(tmp_path / "hf")))
-    assert [m["role"] for m in rows[0]["messages"]] == ["system", "user", "assistant"]
-    assert rows[0]["messages"][2]["content"] == "response r1"
-    assert rows[0]["messages"][2]["reasoning_content"] == "r1 thought one\nr1 thought two"
+    assert [m["role"] for m in rows[0]["prompt"]] == ["system", "user"]
+    assert rows[0]["completion"][0]["content"] == "response r1"
+    assert rows[0]["completion"][0]["reasoning_content"] == "r1 thought one\nr1 thought two"
     export(records, out, "sft", thinking="field", field="thinking")
-    assert read_jsonl(out)[0]["messages"][1]["thinking"] == "r1 thought one\nr1 thought two"
-    export(records, out, "sft", tag="reasoning")
-    assert read_jsonl(out)[0]["messages"][1]["content"].startswith("<reasoning>\nr1 thought one")
+    assert read_jsonl(out)[0]["completion"][0]["thinking"] == "r1 thought one\nr1 thought two"
+    summary = export(records, out, "sft", tag="reasoning")
+    assert read_jsonl(out)[0]["completion"][0]["content"].startswith("<reasoning>\nr1 thought one")
+    assert not any("warning" in line for line in summary.lines())
 
 
 def test_dpo_jsonl_loads_with_datasets_in_trl_layout(records, tmp_path, hf):
@@ -137,35 +158,40 @@ def test_dpo_jsonl_loads_with_datasets_in_trl_layout(records, tmp_path, hf):
     assert "belief" not in json.dumps(rows)
 
 
-def test_dpo_metadata_columns(records, tmp_path):
+def test_dpo_metadata_columns_hold_the_measured_margin(records, tmp_path):
     out = tmp_path / "dpo.jsonl"
     export(records, out, "dpo", metadata=True)
     row = read_jsonl(out)[0]
+    # `margin` is chosen - rejected (what TRL's RewardTrainer reads a margin column as), not the
+    # recipe's threshold of 1, which goes in the dataset card
     assert (row["id"], row["belief"], row["score_chosen"], row["score_rejected"], row["margin"]) == \
-        ("r1", "belief r1", 5, 2, 1.0)
+        ("r1", "belief r1", 5, 2, 3)
 
 
 # ------------------------------------------------------------------ hf / parquet
 
 @pytest.mark.parametrize("layout", ["sft", "dpo"])
-def test_hf_dataset_saved_to_disk(records, tmp_path, hf, layout):
+def test_hf_folder_opens_with_load_from_disk_and_load_dataset(records, tmp_path, hf, layout):
     out = tmp_path / "ds"
-    summary = export(records, out, "hf", layout=layout, thinking="field")
-    ds = hf.load_from_disk(str(out))
-    assert summary.written == ds.num_rows == (3 if layout == "sft" else 2)
-    if layout == "sft":
-        assert ds.column_names == ["messages"]
-        check_sft_rows(list(ds), field="reasoning_content")
-        # every message has the same struct: the user turn's thinking key is null
-        assert ds[0]["messages"][0] == {"role": "user", "content": "prompt r1", "reasoning_content": None}
-    else:
-        assert ds.column_names == ["prompt", "chosen", "rejected"]
-        check_dpo_rows(list(ds))
-        assert ds[0]["rejected"][0]["reasoning_content"] == "r1 bad thought"
+    summary = export(records, out, "hf", layout=layout, thinking="field", messages=layout == "sft")
+    saved = hf.load_from_disk(str(out))
+    loaded = hf.load_dataset(str(out), cache_dir=str(tmp_path / "hf"))
+    assert list(saved) == list(loaded) == ["train"]
+    for ds in (saved["train"], loaded["train"]):
+        assert summary.written == ds.num_rows == (3 if layout == "sft" else 2)
+        if layout == "sft":
+            assert ds.column_names == ["messages"]
+            check_sft_rows(list(ds), field="reasoning_content")
+            # every message has the same struct: the user turn's thinking key is null
+            assert ds[0]["messages"][0] == {"role": "user", "content": "prompt r1", "reasoning_content": None}
+        else:
+            assert ds.column_names == ["prompt", "chosen", "rejected"]
+            check_dpo_rows(list(ds))
+            assert ds[0]["rejected"][0]["reasoning_content"] == "r1 bad thought"
     # a second export replaces the saved dataset in place
     export(records, out, "hf", layout=layout)
-    assert hf.load_from_disk(str(out)).num_rows == summary.written
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "records.jsonl"]
+    assert hf.load_from_disk(str(out))["train"].num_rows == summary.written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "hf", "records.jsonl"]
 
 
 @pytest.mark.parametrize("layout", ["sft", "dpo"])
@@ -173,7 +199,7 @@ def test_parquet(records, tmp_path, hf, pq, layout):
     out = tmp_path / "train.parquet"
     summary = export(records, out, "parquet", layout=layout, metadata=True)
     table = pq.read_table(out)
-    expected = ["messages", "id"] if layout == "sft" else [
+    expected = ["prompt", "completion", "id"] if layout == "sft" else [
         "prompt", "chosen", "rejected", "id", "belief", "score_chosen", "score_rejected", "margin"]
     assert table.column_names == expected and table.num_rows == summary.written
     rows = table.to_pylist()
@@ -309,7 +335,7 @@ def test_dpo_run_to_trl_dataset(fake, recipe_file, prompts, tmp_path, hf):
     inputs = prompts(["How do I clean with bleach and ammonia?", "Is it safe to mix vinegar and baking soda?"])
     aidsafe.run(recipe_file(DPO), inputs, tmp_path / "out.jsonl", options(tmp_path / "c"))
     summary = export(tmp_path / "out.jsonl", tmp_path / "ds", "hf", layout="dpo")
-    ds = hf.load_from_disk(str(tmp_path / "ds"))
+    ds = hf.load_from_disk(str(tmp_path / "ds"))["train"]
     assert summary.written == ds.num_rows == 2 and ds.column_names == ["prompt", "chosen", "rejected"]
     check_dpo_rows(list(ds))
     assert ds[0]["prompt"][0]["content"] == "How do I clean with bleach and ammonia?"
@@ -342,3 +368,10 @@ def test_cli_table(records, tmp_path, monkeypatch, args, code, out):
     assert out in result.output
     if code == 1:
         assert "Traceback" not in result.output and "Error" in result.output
+
+
+def test_cli_help_names_the_training_options():
+    result = CliRunner().invoke(export_command, ["--help"])
+    for option in ("--messages", "--tokenizer", "--test-size", "--seed", "--license", "--push-to-hub",
+                   "--private"):
+        assert option in result.output

@@ -14,8 +14,9 @@ from aidsafe.cli._options import cache_options, model_overrides
 
 @click.command("run")
 @click.argument("recipe")
-@click.option("-i", "--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Prompts: .jsonl (one object per line) or .csv.")
+@click.option("-i", "--input", "input_path", required=True, metavar="PATH",
+              help="Prompts: .jsonl, .json (an array of objects), .csv, .parquet, or hf:PATH_OR_NAME[:split] "
+                   "(a Hugging Face dataset saved on disk, or one in the local HF cache).")
 @click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Output .jsonl (required unless --plan). Rerun the same command to resume.")
 @click.option("--field", help="Input field holding the prompt (overrides the recipe's input.field).")
@@ -36,7 +37,7 @@ from aidsafe.cli._options import cache_options, model_overrides
 def run_command(recipe, input_path, output_path, field, id_field, limit, workers, models, plan, retry_failed,
                 max_failures, executor, ray_address, quiet, cache_dir, no_cache):
     """Run RECIPE over the prompts in --input, writing one record per prompt."""
-    from aidsafe._util.errors import UserError
+    from aidsafe.runtime._records import input_source
     from aidsafe.runtime._run import RunOptions
     from aidsafe.runtime._run import run as run_recipe
 
@@ -49,8 +50,7 @@ def run_command(recipe, input_path, output_path, field, id_field, limit, workers
                          max_failures=max_failures, progress=not quiet, executor=executor, ray_address=ray_address)
     if output_path is None:
         raise click.UsageError("--output is required (or use --plan)")
-    if not Path(input_path).exists():
-        raise UserError(f"input file {str(input_path)!r} not found")
+    input_source(input_path)  # a missing or unreadable input fails before the recipe is compiled
     try:
         summary = run_recipe(recipe, input_path, output_path, options)
     except KeyboardInterrupt:  # pragma: no cover - interactive

@@ -1,6 +1,7 @@
 """Input records in, output records out.
 
-Inputs are JSONL or CSV (such as the shipped prompt sets); every input row
+Inputs are JSONL, CSV (such as the shipped prompt sets), JSON arrays, parquet
+or Hugging Face datasets (``hf:PATH_OR_NAME[:split]``); every input row
 becomes exactly one output record, with a status: ``ok``, ``filtered`` or
 ``failed`` (a bad input row is ``failed`` with the reason, never skipped).
 
@@ -36,18 +37,69 @@ class InputRecord:
     error: str | None = None  # why the row is unusable
 
 
-def iter_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
-    """(row number, row or None, why the row is unusable) from a CSV or JSONL
-    file; a bad row is reported, never skipped."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
+_INPUT_FORMATS = ".jsonl, .json (an array of objects, or JSONL), .csv, .parquet, or hf:PATH[:split]"
+_EXPORT_EXTRA = "install the export extra: pip install 'aidsafe[export]' (datasets, pyarrow)"
+
+
+@dataclass(frozen=True)
+class InputSource:
+    """Where input rows come from: a file (``kind`` is its format) or a
+    Hugging Face dataset (``kind="hf"``: a folder saved with ``save_to_disk``
+    or holding data files, or a dataset name in the local HF cache, and the
+    ``split``, None for the only one or ``train``)."""
+
+    kind: str  # csv, jsonl, json, parquet, hf
+    path: str
+    split: str | None = None
+
+    def __str__(self) -> str:
+        return f"hf:{self.path}" + (f":{self.split}" if self.split else "") if self.kind == "hf" else self.path
+
+
+def input_source(path: str | Path) -> InputSource:
+    """Parse an input argument (a file path, or ``hf:PATH_OR_NAME[:split]``)
+    and check it exists; a :class:`UserError` says which forms are accepted."""
+    text = str(path)
+    if text.startswith("hf:"):
+        spec = text[3:]
+        split = None
+        # `hf:data/ds:test`: the last `:NAME` is the split unless the whole spec is an existing path.
+        if ":" in spec and not Path(spec).exists():
+            spec, split = spec.rsplit(":", 1)
+        if not spec or split == "":
+            raise UserError(f"input {text!r}: expected hf:PATH_OR_NAME[:split], e.g. hf:out/ds:train")
+        return InputSource("hf", spec, split)
+    file = Path(text)
+    if file.is_dir():
+        raise UserError(f"input {text!r} is a folder; for a Hugging Face dataset saved there write hf:{text} "
+                        f"(inputs: {_INPUT_FORMATS})")
+    if not file.is_file():
+        raise UserError(f"input file {text!r} not found")
+    suffix = file.suffix.lower()
+    kinds = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
+    if suffix not in kinds:
+        raise UserError(f"{file}: unsupported input format {suffix or '(no suffix)'}; use {_INPUT_FORMATS}")
+    return InputSource(kinds[suffix], text)
+
+
+def iter_rows(path: str | Path | InputSource) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(row number, row or None, why the row is unusable) from an input: CSV
+    (utf-8, a byte-order mark allowed), JSONL, a JSON array of objects,
+    parquet, or ``hf:PATH_OR_NAME[:split]``; a bad row is reported, never
+    skipped. Row numbers are file lines for CSV/JSONL, 1-based positions
+    otherwise."""
+    source = path if isinstance(path, InputSource) else input_source(path)
+    if source.kind == "csv":
         # Prompt sets and datasets with long CoT cells exceed csv's default limit.
         csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-        with open(path, newline="", encoding="utf-8") as handle:
+        # utf-8-sig: spreadsheet programs start their CSV exports with a byte-order mark.
+        with open(source.path, newline="", encoding="utf-8-sig") as handle:
             for number, row in enumerate(csv.DictReader(handle), 2):
                 yield number, row, None
-    elif suffix in (".jsonl", ".ndjson", ".json"):
-        with open(path, encoding="utf-8") as handle:
+    elif source.kind == "json" and _starts_with(source.path, "["):
+        yield from _json_array_rows(Path(source.path))
+    elif source.kind in ("jsonl", "json"):
+        with open(source.path, encoding="utf-8-sig") as handle:
             for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
@@ -56,23 +108,100 @@ def iter_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
                 except ValueError as exc:
                     yield number, None, f"line {number}: not valid JSON ({exc.msg}); fix or remove the line"
                     continue
-                if not isinstance(row, dict):
-                    yield number, None, f"line {number}: expected a JSON object, found {type(row).__name__}"
-                    continue
-                yield number, row, None
+                yield _object_row(number, row, "line")
+    elif source.kind == "parquet":
+        yield from _parquet_rows(Path(source.path))
     else:
-        raise UserError(f"{path}: unsupported input format {suffix or '(no suffix)'}; use .jsonl or .csv")
+        for number, row in enumerate(_hf_dataset(source), 1):
+            yield number, row, None
+
+
+def _object_row(number: int, row: object, where: str) -> tuple[int, dict | None, str | None]:
+    if isinstance(row, dict):
+        return number, row, None
+    return number, None, f"{where} {number}: expected a JSON object, found {type(row).__name__}"
+
+
+def _starts_with(path: str, char: str) -> bool:
+    with open(path, encoding="utf-8-sig") as handle:
+        while True:
+            chunk = handle.read(4096)
+            if not chunk:
+                return False
+            stripped = chunk.lstrip()
+            if stripped:
+                return stripped[0] == char
+
+
+def _json_array_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except ValueError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); give a JSON array of objects or JSONL "
+                        "(one object per line)") from None
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a JSON array of objects, found {type(data).__name__}")
+    for number, row in enumerate(data, 1):
+        yield _object_row(number, row, "item")
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise UserError(f"{path}: reading parquet needs pyarrow; {_EXPORT_EXTRA}") from None
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=512)
+        number = 0
+        for batch in batches:
+            for row in batch.to_pylist():
+                number += 1
+                yield number, row, None
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise UserError(f"{path}: not a readable parquet file ({exc})") from None
+
+
+def _hf_dataset(source: InputSource):
+    """The rows of a Hugging Face dataset: a ``save_to_disk`` folder
+    (``load_from_disk``), another folder of data files or a dataset name in the
+    local cache (``load_dataset``); a dataset with splits needs ``split``
+    unless it has just one or a ``train`` split."""
+    try:
+        import datasets
+    except ImportError:
+        raise UserError(f"input hf:{source.path} needs the datasets library; {_EXPORT_EXTRA}") from None
+    folder = Path(source.path)
+    saved = folder.is_dir() and any((folder / name).is_file() for name in ("dataset_dict.json", "state.json"))
+    try:
+        if saved:
+            loaded = datasets.load_from_disk(str(folder))
+        else:
+            loaded = datasets.load_dataset(str(folder) if folder.is_dir() else source.path)
+    except Exception as exc:  # datasets raises many types (FileNotFoundError, DatasetNotFoundError, ...)
+        where = "the folder" if folder.is_dir() else "a folder or a dataset name in the local Hugging Face cache"
+        raise UserError(f"input hf:{source.path}: could not load it as {where} ({type(exc).__name__}: {exc}); "
+                        "give a folder written by save_to_disk or `aidsafe export --format hf`, or the name "
+                        "of a dataset already in the cache") from None
+    if isinstance(loaded, datasets.Dataset):
+        if source.split not in (None, str(loaded.split or "train")):
+            raise UserError(f"input hf:{source.path}: has a single split; drop :{source.split}")
+        return loaded
+    splits = list(loaded)
+    split = source.split or (splits[0] if len(splits) == 1 else "train" if "train" in splits else None)
+    if split not in splits:
+        wanted = f"no split {source.split!r}" if source.split else "more than one split"
+        raise UserError(f"input hf:{source.path}: {wanted}; choose one of {', '.join(splits)}, "
+                        f"e.g. hf:{source.path}:{splits[0]}")
+    return loaded[split]
 
 
 def read_inputs(path: str | Path, field_name: str = "prompt", id_field: str | None = None,
                 keep: list[str] | None = None, limit: int | None = None) -> Iterator[InputRecord]:
     """Stream input records. Ids come from ``id_field`` or the row number."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"input file {str(path)!r} not found")
+    source = input_source(path)
     seen: set[str] = set()
     index = 0
-    for number, row, error in iter_rows(path):
+    for number, row, error in iter_rows(source):
         if limit is not None and index >= limit:
             return
         if row is not None and id_field and row.get(id_field) not in (None, ""):
@@ -174,12 +303,22 @@ def write_records(path: str | Path, records: Iterable[dict]) -> None:
 
 
 def count_inputs(path: str | Path) -> int:
-    path = Path(path)
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
+    """How many rows :func:`iter_rows` yields for ``path`` (for progress)."""
+    source = input_source(path)
+    if source.kind == "csv":
+        with open(source.path, newline="", encoding="utf-8-sig") as handle:
             return max(sum(1 for _ in csv.DictReader(handle)), 0)
-    with open(path, encoding="utf-8") as handle:
-        return sum(1 for line in handle if line.strip())
+    if source.kind == "jsonl" or (source.kind == "json" and not _starts_with(source.path, "[")):
+        with open(source.path, encoding="utf-8-sig") as handle:
+            return sum(1 for line in handle if line.strip())
+    if source.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(source.path).metadata.num_rows
+        except (OSError, ValueError):
+            return 0  # iter_rows reports the bad file
+    return sum(1 for _ in iter_rows(source))
 
 
 class Journal:
