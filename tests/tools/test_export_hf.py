@@ -18,9 +18,9 @@ from aidsafe.cli._export import export_command
 from aidsafe.tools._export import export
 
 from ..conftest import options
-from ..test_export import make_record
-from ..test_preference import DPO, script
+from ..pipeline.test_preference import DPO, script
 from .fake_hub import FakeHub
+from .test_export import make_record
 
 datasets = pytest.importorskip("datasets")
 pq = pytest.importorskip("pyarrow.parquet")

@@ -17,7 +17,7 @@ from aidsafe.tools import _template
 from aidsafe.tools._export import export
 from aidsafe.tools._template import check_thinking_template
 
-from ..test_export import make_record
+from .test_export import make_record
 
 CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

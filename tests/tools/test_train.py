@@ -17,7 +17,7 @@ import aidsafe
 from aidsafe.tools._export import export
 
 from ..conftest import ROOT, options
-from ..test_preference import DPO, script
+from ..pipeline.test_preference import DPO, script
 
 pytestmark = pytest.mark.train
 
