@@ -3,8 +3,11 @@
 Every model becomes a ``dspy.LM`` whose engine is a :class:`CachingEngine`
 around the real backend:
 
-* ``local:default`` / ``local:smoke`` / ``local:/path/model.gguf``: in-process
-  llama.cpp (see :mod:`aidsafe.models.local`);
+* ``local:default`` / ``local:qwen-0.5b`` / ``local:qwen-1.5b`` /
+  ``local:smoke`` / ``local:/path/model.gguf``: in-process llama.cpp (see
+  :mod:`aidsafe.models.local`);
+* ``NAME:...`` where NAME is a plugin backend (entry-point group
+  ``aidsafe.backends``);
 * any other string: a ``dspy.LM`` model string (``openai/...``,
   ``hosted_vllm/...``, ``ollama_chat/...``), sent by DSPy's own clients;
 * ``fake:NAME``: an engine registered in-process with
