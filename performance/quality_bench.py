@@ -103,6 +103,8 @@ def main() -> int:
     parser.add_argument("--judge-model", help="model for the judges (default: the judges file's)")
     parser.add_argument("--judge-api-base")
     parser.add_argument("--skip-judges", action="store_true", help="string match only, no LLM judges")
+    parser.add_argument("--metrics", default=",".join(METRICS),
+                        help="pointwise judges to average (comma-separated; '' for none); default the six")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--cache-dir", type=Path)
@@ -133,9 +135,10 @@ def main() -> int:
             for name in RECIPES:
                 judged[name] = refusal_labels(out_dir / f"{name}.jsonl", args.judge_model, args.judge_api_base,
                                               cache_dir)
-            evaluation = evaluate([out_dir / "baseline.jsonl", out_dir / "aidsafe.jsonl"], metrics=METRICS,
+            metrics = [m for m in args.metrics.split(",") if m]
+            evaluation = evaluate([out_dir / "baseline.jsonl", out_dir / "aidsafe.jsonl"], metrics=metrics,
                                   pairwise=[], judge_model=args.judge_model, api_base=args.judge_api_base,
-                                  cache_dir=cache_dir, output_dir=out_dir / "scored")
+                                  cache_dir=cache_dir, output_dir=out_dir / "scored") if metrics else None
         verdicts = {}
         for name, records in results.items():
             n = len(records)
@@ -193,7 +196,7 @@ def main() -> int:
             verdicts[name] = {"yield": yield_share, "correct": share_jl if share_jl is not None else share_sm,
                               "echoes": echoes, "seconds": secs,
                               "by": "the refusal judge" if share_jl is not None else "string match"}
-        if judged:
+        if judged and evaluation is not None:
             print("\n## judges (mean [95% CI]; difference aidsafe - baseline, paired by id)")
             for comparison in evaluation.comparisons:
                 print(f"{comparison.metric:<30} baseline {comparison.first.interval.format()}  "
