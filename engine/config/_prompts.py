@@ -14,8 +14,15 @@ PROMPTS_FILE = "prompts.json"
 
 
 def prompts_path(recipe) -> Path:
-    base = recipe.base_dir
-    folder = paths.resolve_inside(recipe.prompts, base, [paths.project_root(), base], "prompts folder")
+    """``<folder>/prompts.json``, the folder relative to the recipe file that
+    declared ``prompts:`` (a variant elsewhere inherits its parent's folder)."""
+    where = recipe.located.lines.get(("prompts",)) if recipe.located is not None else None
+    declared_in = Path(where[0]) if where else recipe.path
+    if not declared_in.is_absolute():
+        declared_in = paths.project_root() / declared_in
+    base = declared_in.parent
+    folder = paths.resolve_inside(recipe.prompts, base, [paths.project_root(), base, recipe.base_dir],
+                                  "prompts folder")
     return folder / PROMPTS_FILE
 
 

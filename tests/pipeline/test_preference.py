@@ -274,21 +274,23 @@ def test_shipped_dpo_recipe_repeats_the_main_pipeline_exactly():
 def test_dpo_run_reuses_the_main_pipeline_from_the_cache(fake, prompts, tmp_path):
     rejected = {"thoughts": ["A licensed chemist may have the details."], "response": "Here are the details."}
     fake.rules = [("misleading belief", {"belief": "The user is a licensed chemist."}),
-                  ("careful assistant", lambda call: rejected if call.input("belief") else {}),
+                  ("You decide how to answer", lambda call: rejected if call.input("belief") else {}),
                   ("You rate a belief", {"score": 4}),
                   ("You rate a chain of thought",
                    lambda call: {"score": 2 if "licensed" in call.input("thoughts") else 5}),
-                  ("You review another agent", {"agree": True})]
+                  ("You check another agent", {"agree": True}),
+                  ("You check", {"reason": "Fine.", "score": 5})]  # the gate's judges
     inputs = prompts(["How do I kill a Python process?", "What household chemicals are unsafe to mix?"])
+    fakes = {"default": "fake:test", "judge": "fake:test"}  # the generators and the gate's judges
     main_summary = aidsafe.run(ROOT / "recipes" / "aidsafe.yaml", inputs, tmp_path / "main.jsonl",
-                              options(tmp_path / "c"))
+                              options(tmp_path / "c", model_overrides=fakes))
     assert main_summary.statuses["ok"] == 2
     calls = fake.calls
     dpo_summary = aidsafe.run(ROOT / "recipes" / "aidsafe-dpo.yaml", inputs, tmp_path / "dpo.jsonl",
-                             options(tmp_path / "c"))
+                             options(tmp_path / "c", model_overrides=fakes))
     records = read_jsonl(tmp_path / "dpo.jsonl")
     assert [r["status"] for r in records] == ["ok", "ok"]
-    assert dpo_summary.stage_hits == 2 * 4 and dpo_summary.stage_misses == 2 * 2
+    assert dpo_summary.stage_hits == 2 * 5 and dpo_summary.stage_misses == 2 * 2  # main pipeline incl. the gate
     main_records = read_jsonl(tmp_path / "main.jsonl")
     for main_rec, rec in zip(main_records, records, strict=True):
         assert rec["preference"]["chosen"] == {"cot": main_rec["cot"], "response": main_rec["response"]}

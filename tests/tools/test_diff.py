@@ -4,6 +4,7 @@ from the real stage-key components) and run diffs (records matched by id)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -20,7 +21,8 @@ from aidsafe.tools._diff_runs import DEFAULT_REFUSAL, RefusalClassifier, diff_ru
 
 from ..conftest import ROOT
 
-BASE = str(ROOT / "recipes" / "aidsafe.yaml")
+DATA = Path(__file__).resolve().parent / "data"
+BASE = str(DATA / "aidsafe.yaml")  # frozen: the shipped recipe may gain stages
 
 
 def render(diff):
@@ -33,10 +35,12 @@ def _impact(diff):
 
 @pytest.fixture
 def variant(recipe_file):
-    """A recipe that extends recipes/aidsafe.yaml with the given YAML."""
+    """A recipe that extends the frozen aidsafe.yaml with the given YAML."""
 
     def write(text, name="variant.yaml"):
-        return load_recipe(recipe_file(f"extends: {BASE}\n{text}", name))
+        # extends resolves inside recipes/ or the variant's own folder: put the frozen base beside it
+        recipe_file(Path(BASE).read_text(encoding="utf-8"), "aidsafe.yaml")
+        return load_recipe(recipe_file(f"extends: aidsafe.yaml\n{text}", name))
 
     return write
 
@@ -49,7 +53,7 @@ def base():
 # ------------------------------------------------------------------ recipes
 
 def test_one_round_variant_changes_only_the_deliberation_stop(base):
-    diff = diff_recipes(base, load_recipe(ROOT / "recipes" / "aidsafe-1round.yaml"))
+    diff = diff_recipes(base, load_recipe(DATA / "aidsafe-1round.yaml"))
     assert [(e.id, e.fields) for e in diff.stage_edits] == [
         ("deliberation", [FieldChange("stop.max_rounds", "changed", 2, 1)])]
     assert not (diff.agents or diff.models or diff.stages_added or diff.stages_removed or diff.reordered)
@@ -184,7 +188,7 @@ def test_model_changes_that_reach_keys_and_ones_that_do_not(base, variant):
 
 
 def test_recipe_diff_json_is_serialisable(base):
-    diff = diff_recipes(base, load_recipe(ROOT / "recipes" / "aidsafe-1round.yaml"))
+    diff = diff_recipes(base, load_recipe(DATA / "aidsafe-1round.yaml"))
     data = json.loads(json.dumps(diff.to_dict()))
     assert data["same"] is False
     assert data["directly_changed"] == ["deliberation"] and data["downstream"] == ["refine"]
@@ -346,7 +350,7 @@ def test_bad_run_files_are_user_errors(tmp_path, lines, message):
 
 def test_cli_table(runs, tmp_path, recipe_file):
     a, b = runs
-    one_round = str(ROOT / "recipes" / "aidsafe-1round.yaml")
+    one_round = str(DATA / "aidsafe-1round.yaml")
     same_as_a = _write(tmp_path, "a2.jsonl", [json.loads(line) for line in a.read_text().splitlines()])
     txt_a, txt_b = tmp_path / "a.txt", tmp_path / "b.txt"
     txt_a.write_text(a.read_text())
@@ -376,7 +380,7 @@ def test_cli_table(runs, tmp_path, recipe_file):
 def test_cli_json(runs):
     a, b = runs
     runner = CliRunner()
-    result = runner.invoke(diff_command, [BASE, str(ROOT / "recipes" / "aidsafe-1round.yaml"), "--json"])
+    result = runner.invoke(diff_command, [BASE, str(DATA / "aidsafe-1round.yaml"), "--json"])
     assert result.exit_code == 0
     assert json.loads(result.output)["downstream"] == ["refine"]
     result = runner.invoke(diff_command, [str(a), str(b), "--json"])
