@@ -4,11 +4,12 @@ module tree and the stage cache keys."""
 
 from aidsafe._util.lazy import lazy_exports
 
-__all__ = ["Agent", "Contract", "FILTERS", "Filter", "INPUT_DOCS", "Program", "STAGES", "Stage", "StageContext",
+__all__ = ["Agent", "Contract", "FILTERS", "Filter", "INPUT_DOCS", "Program", "STAGES", "SingleAgentStage", "Stage",
+           "StageContext",
            "StageResult", "clean_thoughts", "compile_recipe", "extras", "filter_kind", "stage"]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "Agent": "._agents", "Program": "._compile", "compile_recipe": "._compile",
-    **{name: ".stages" for name in ("Contract", "FILTERS", "Filter", "INPUT_DOCS", "STAGES", "Stage", "StageContext",
-                                    "StageResult", "clean_thoughts", "extras", "filter_kind", "stage")},
+    **{name: ".stages" for name in ("Contract", "FILTERS", "Filter", "INPUT_DOCS", "STAGES", "SingleAgentStage", "Stage",
+                                    "StageContext", "StageResult", "clean_thoughts", "extras", "filter_kind", "stage")},
 })

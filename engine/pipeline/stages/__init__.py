@@ -19,6 +19,7 @@ from aidsafe.pipeline.stages._base import (
     FILTERS,
     STAGES,
     Filter,
+    SingleAgentStage,
     Stage,
     StageContext,
     StageResult,
@@ -28,5 +29,5 @@ from aidsafe.pipeline.stages._base import (
     stage,
 )
 
-__all__ = ["FILTERS", "INPUT_DOCS", "STAGES", "Contract", "Filter", "Stage", "StageContext", "StageResult",
+__all__ = ["FILTERS", "INPUT_DOCS", "STAGES", "Contract", "Filter", "SingleAgentStage", "Stage", "StageContext", "StageResult",
            "clean_thoughts", "extras", "filter_kind", "stage"]

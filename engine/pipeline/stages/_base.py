@@ -149,6 +149,18 @@ class Stage:
         return thoughts, None
 
 
+class SingleAgentStage(Stage):
+    """A stage kind run by one agent (``agent: NAME``): ``self.agent``."""
+
+    def __init__(self, spec: StageSpec, agents: dict[str, Agent]):
+        super().__init__(spec, agents)
+        self.agent = agents[spec.agent]
+
+    def agent_modules(self) -> list[Agent]:
+        """The one agent."""
+        return [self.agent]
+
+
 class Filter:
     """A deterministic filter over a list of thoughts (and the record)."""
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aidsafe.config._specs import FieldSpec
 from aidsafe.pipeline._contract import INPUT_DOCS, Contract
-from aidsafe.pipeline.stages._base import Stage, StageResult, clean_thoughts, extras, stage
+from aidsafe.pipeline.stages._base import SingleAgentStage, StageResult, clean_thoughts, extras, stage
 
 
 @stage("generate")
-class Generate(Stage):
+class Generate(SingleAgentStage):
     contract = Contract(
         inputs={k: INPUT_DOCS[k] for k in ("query", "policies", "intents")},
         default_inputs=("query", "policies", "intents"),
@@ -19,13 +19,6 @@ class Generate(Stage):
         },
         produces=("thoughts", "response"),
     )
-
-    def __init__(self, spec, agents):
-        super().__init__(spec, agents)
-        self.agent = agents[spec.agent]
-
-    def agent_modules(self):
-        return [self.agent]
 
     def forward(self, state, ctx):
         pred = self.agent(**self.context_for(state, ctx))

@@ -18,7 +18,7 @@ import re
 
 from aidsafe.config._specs import FieldSpec
 from aidsafe.pipeline._contract import INPUT_DOCS, Contract
-from aidsafe.pipeline.stages._base import Stage, StageResult, clean_thoughts, extras, stage
+from aidsafe.pipeline.stages._base import SingleAgentStage, StageResult, clean_thoughts, extras, stage
 
 # a reworded thought still maps to its original at this similarity
 _MATCH = 0.85
@@ -58,7 +58,7 @@ def names_policy(thought: str, terms: tuple[str, ...]) -> bool:
 
 
 @stage("refine")
-class Refine(Stage):
+class Refine(SingleAgentStage):
     """Select the thoughts worth keeping from the final chain of thought."""
 
     version = 2  # v2: selects from the final thoughts, checked subset in order
@@ -73,14 +73,6 @@ class Refine(Stage):
         requires=("thoughts",),
         produces=("thoughts",),
     )
-
-    def __init__(self, spec, agents):
-        super().__init__(spec, agents)
-        self.agent = agents[spec.agent]
-
-    def agent_modules(self):
-        """The refiner."""
-        return [self.agent]
 
     def forward(self, state, ctx):
         """Filters before, the refiner's checked selection, filters after."""

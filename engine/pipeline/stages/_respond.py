@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aidsafe.config._specs import FieldSpec
 from aidsafe.pipeline._contract import INPUT_DOCS, Contract
-from aidsafe.pipeline.stages._base import Stage, StageResult, extras, stage
+from aidsafe.pipeline.stages._base import SingleAgentStage, StageResult, extras, stage
 
 
 @stage("respond")
-class Respond(Stage):
+class Respond(SingleAgentStage):
     contract = Contract(
         inputs={k: INPUT_DOCS[k] for k in ("query", "policies", "intents", "thoughts")},
         default_inputs=("query", "policies", "thoughts"),
@@ -16,13 +16,6 @@ class Respond(Stage):
                                        "The final response to the user, following the thoughts and the policies.")},
         produces=("response",),
     )
-
-    def __init__(self, spec, agents):
-        super().__init__(spec, agents)
-        self.agent = agents[spec.agent]
-
-    def agent_modules(self):
-        return [self.agent]
 
     def forward(self, state, ctx):
         pred = self.agent(**self.context_for(state, ctx))

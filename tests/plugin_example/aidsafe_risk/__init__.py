@@ -15,12 +15,12 @@ from __future__ import annotations
 import re
 
 from aidsafe.config import FieldSpec
-from aidsafe.pipeline import INPUT_DOCS, Contract, Filter, Stage, StageResult, extras
+from aidsafe.pipeline import INPUT_DOCS, Contract, Filter, SingleAgentStage, StageResult, extras
 
 CATEGORIES = ("none", "self_harm", "violence", "weapons", "cyber", "hate", "other")
 
 
-class ClassifyRisk(Stage):
+class ClassifyRisk(SingleAgentStage):
     """One agent reads the query and names its risk category."""
 
     contract = Contract(
@@ -28,14 +28,6 @@ class ClassifyRisk(Stage):
         default_inputs=("query",),
         outputs={"risk_category": FieldSpec("risk_category", "str", "One of: " + ", ".join(CATEGORIES) + ".")},
     )
-
-    def __init__(self, spec, agents):
-        super().__init__(spec, agents)
-        self.agent = agents[spec.agent]
-
-    def agent_modules(self):
-        """The one classifying agent."""
-        return [self.agent]
 
     def forward(self, state, ctx):
         """Label the query; an answer outside the list becomes ``other``."""
