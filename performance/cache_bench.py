@@ -43,13 +43,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import XSTEST, load_prompts, machine_line  # noqa: E402
 
-from aidsafe import RunOptions  # noqa: E402
-from aidsafe.runtime import _run as run
+from aidsafe import (
+    RunOptions,  # noqa: E402
+    run,
+)
 from aidsafe.runtime._process import prepare  # noqa: E402
 from aidsafe.runtime._records import Journal  # noqa: E402
 from aidsafe.testing.mock_server import MockOpenAIServer  # noqa: E402
 
-RECIPE = ROOT / "recipes" / "aidsafe.yaml"
+RECIPE = Path(__file__).resolve().parent / "recipes" / "aidsafe-4stage.yaml"
 WARM_SPEEDUP_TARGET = 50.0
 
 
@@ -75,7 +77,7 @@ class Measured:
 
 
 def write_recipe(path: Path, url: str, refiner_suffix: str = "") -> None:
-    """aidsafe.yaml with its ``default`` model pointed at the mock server."""
+    """The frozen 4-stage recipe with its ``default`` model pointed at the mock server."""
     data = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
     old = data["models"]["default"]
     data["models"]["default"] = {

@@ -59,8 +59,7 @@ from overhead_bench import (
     write_recipe,
 )
 
-from aidsafe import RunOptions
-from aidsafe.runtime import _run as run
+from aidsafe import RunOptions, run
 from aidsafe.testing.mock_server import MockOpenAIServer
 
 # A whole value from the mock's default responder: "mock <field> <8 hex>" plus

@@ -67,8 +67,7 @@ def child(args) -> int:
     sys.path.insert(0, str(ROOT))
     import dspy
 
-    from aidsafe import RunOptions
-    from aidsafe.runtime import _run as run
+    from aidsafe import RunOptions, run
 
     if args.no_dspy_history:
         # Diagnostic: DSPy keeps every call (messages, request, response) in

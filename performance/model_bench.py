@@ -42,11 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import XSTEST, machine_line  # noqa: E402
 from dspy.lm15 import Config, Message, Request  # noqa: E402
 
-from aidsafe import Cache, RunOptions  # noqa: E402
+from aidsafe import Cache, RunOptions, run  # noqa: E402
 from aidsafe._util.paths import default_cache_dir  # noqa: E402
 from aidsafe.config._specs import ModelSpec  # noqa: E402
 from aidsafe.models._engine import UsageMeter, build_models, metering  # noqa: E402
-from aidsafe.runtime import _run as run
 
 RECIPE = ROOT / "recipes" / "aidsafe.yaml"
 

@@ -52,8 +52,7 @@ from overhead_bench import (
     write_recipe,
 )
 
-from aidsafe import RunOptions
-from aidsafe.runtime import _run as run
+from aidsafe import RunOptions, run
 from aidsafe.testing.mock_server import MockOpenAIServer
 
 TARGET = 0.90
