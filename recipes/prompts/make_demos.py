@@ -54,6 +54,7 @@ THINK = {  # initial thinker: (thoughts, response)
 }
 
 def gen_demo(q, with_intents=True):
+    """The initial thinker's demo for query ``q`` (with its intents unless told not to)."""
     th, resp = THINK[q]
     d = {"query": q}
     if with_intents:
