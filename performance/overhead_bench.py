@@ -223,7 +223,7 @@ class HandWritten:
             intents = _as_list(self.intents(query=query).intents)
             pred = self.initial(query=query, policies=self.policies, intents=intents)
             thoughts, response = _as_list(pred.thoughts), str(pred.response or "").strip()
-            pool, log, turns, consecutive, reason = list(thoughts), [], 0, 0, "max_rounds"
+            log, turns, consecutive, reason = [], 0, 0, "max_rounds"
             k = self.stop["agreement"].get("k", len(self.deliberators))
             for round_no in range(1, self.stop["max_rounds"] + 1):
                 for agent in self.deliberators:
@@ -241,7 +241,6 @@ class HandWritten:
                         consecutive = 0
                         thoughts = _as_list(pred.revised_thoughts) or thoughts
                         response = str(pred.revised_response or "").strip() or response
-                        pool += [t for t in thoughts if t not in pool]
                         log.append({"round": round_no, "turn": turns, "action": "revise"})
                     if consecutive >= k:
                         reason = "agreement"

@@ -123,8 +123,9 @@ class PolicyEcho(Filter):
         return any(tuple(words[i:i + n]) in grams for i in range(len(words) - n + 1))
 
     def apply(self, thoughts, state, ctx):
-        kept = [t for t in thoughts if not self.echoes(t, ctx)]
-        removed = [t for t in thoughts if self.echoes(t, ctx)]
+        echoed = [self.echoes(t, ctx) for t in thoughts]
+        kept = [t for t, e in zip(thoughts, echoed) if not e]
+        removed = [t for t, e in zip(thoughts, echoed) if e]
         reason = "the response copies the policy text" if self.echoes(str(state.get("response") or ""), ctx) else None
         return kept, removed, reason
 

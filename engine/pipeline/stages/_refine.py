@@ -14,18 +14,14 @@ thought is kept: the CoT must say which policy governs the answer.
 from __future__ import annotations
 
 import difflib
-import re
 
 from aidsafe.config._specs import FieldSpec
 from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 from aidsafe.pipeline.stages._base import SingleAgentStage, StageResult, clean_thoughts, extras, stage
+from aidsafe.pipeline.stages._filters import _norm  # the one text normalisation (dedupe uses it too)
 
 # a reworded thought still maps to its original at this similarity
 _MATCH = 0.85
-
-
-def _norm(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", "", text.lower())).strip()
 
 
 def select_subset(original: list[str], answer: list[str]) -> tuple[list[bool], list[str]]:
