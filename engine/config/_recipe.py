@@ -170,7 +170,9 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
             continue
         kind_cls = STAGES.get(kind)
         contract = kind_cls.contract
-        problems += [(base + (key,), msg) for key, msg in kind_cls.check_spec(stage)]
+        # a kind names the key a problem is about, or a path inside the stage as a tuple
+        problems += [(base + (key if isinstance(key, tuple) else (key,)), msg)
+                     for key, msg in kind_cls.check_spec(stage)]
         for need in contract.requires:
             if need not in produced:
                 makers = [k for k in STAGES.names() if need in STAGES.get(k).contract.produces]

@@ -32,6 +32,9 @@ INPUT_DOCS = {
     "thoughts": FieldSpec("thoughts", "list[str]", "The chain of thought so far, one thought per item."),
     "response": FieldSpec("response", "str", "The current response to the user."),
     "round": FieldSpec("round", "int", "The deliberation round (1-based)."),
+    "transcript": FieldSpec("transcript", "list[str]",
+                            "The earlier turns of this deliberation, oldest first: who reviewed, what they "
+                            "decided and their critique."),
 }
 
 
@@ -40,17 +43,24 @@ INPUT_DOCS = {
 # only then the record's own values, so llama.cpp slots, vLLM's prefix cache
 # and hosted prompt caching reuse everything up to the first record value.
 STABLE_INPUTS = ("policies",)
+# Inputs that change from one LM call to the next within a record (the
+# deliberation transcript grows every turn): last, so the record's own values
+# before them stay a reusable prefix across the record's turns.
+VOLATILE_INPUTS = ("transcript",)
 
 LAYOUTS = ("stable_first", "query_first")
 
 
 def order_inputs(names: list[str] | tuple[str, ...], layout: str = "stable_first") -> list[str]:
     """Input field order for a prompt layout: ``stable_first`` moves the
-    inputs that are the same for every record ahead of the record's values;
+    inputs that are the same for every record ahead of the record's values,
+    and those that change within a record (the transcript) last;
     ``query_first`` keeps the declared order (the query first; the layout
     before prefix caching, kept for comparison)."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown prompt layout {layout!r}; known: {', '.join(LAYOUTS)}")
     if layout == "query_first":
         return list(names)
-    return [n for n in names if n in STABLE_INPUTS] + [n for n in names if n not in STABLE_INPUTS]
+    return ([n for n in names if n in STABLE_INPUTS]
+            + [n for n in names if n not in STABLE_INPUTS and n not in VOLATILE_INPUTS]
+            + [n for n in names if n in VOLATILE_INPUTS])
