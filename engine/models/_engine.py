@@ -244,10 +244,17 @@ class CachingEngine:
                 # A replayed answer costs no time now; its tokens still describe the record.
                 self._account(response, 0.0, cached=True)
                 return response
-            except Exception:  # an entry from an incompatible version: recompute
-                pass
+            except Exception:  # an entry from an incompatible version: drop it, recompute
+                self.cache.drop_call(key)
         sample = _SAMPLE.get()
-        if sample and "seed" in self.supported_params:
+        if request.config.seed is None and getattr(self.inner, "derives_seed", False):
+            # A server samples with a fresh random seed per request unless
+            # given one: derive it from the call key (prompt, parameters,
+            # sample index), so n samples at temperature > 0 differ from each
+            # other and are the same on every rerun.
+            seed = int((key or self.call_key(request))[:8], 16) & 0x7FFFFFFF
+            request = dataclasses.replace(request, config=dataclasses.replace(request.config, seed=seed))
+        elif sample and ("seed" in self.supported_params or getattr(self.inner, "derives_seed", False)):
             # n samples of one prompt must differ even where the backend
             # decodes deterministically for a fixed seed (llama.cpp).
             base = request.config.seed or 0
@@ -290,6 +297,34 @@ class CachingEngine:
         """Nothing to free: the backend outlives this wrapper."""
 
 
+# Endpoint variables read where a remote model names no api_base: LiteLLM
+# reads PROVIDER_API_BASE (and OpenAI's SDK spelling OPENAI_BASE_URL), DSPy
+# sends PREFIX_BASE_URL/PREFIX_API_BASE models to LiteLLM, and its native
+# clients read the Azure and Foundry endpoints.
+_ENDPOINT_ENV_ALIASES = {
+    "azure": ("AZURE_OPENAI_ENDPOINT",),
+    "azure_ai": ("AZURE_AI_API_BASE",),
+    "anthropic": ("ANTHROPIC_FOUNDRY_BASE_URL",),
+    "text-completion-openai": ("OPENAI_BASE_URL", "OPENAI_API_BASE"),
+}
+
+
+def endpoint_from_env(model: str) -> str | None:
+    """The endpoint a remote ``model`` string reaches because of environment
+    variables (``OPENAI_BASE_URL`` for ``openai/...``, ``HOSTED_VLLM_API_BASE``
+    for ``hosted_vllm/...``), or None when none is set. It is part of the
+    model's identity, so the cache never replays one server's answers for
+    another. Several variables set to different values are all kept."""
+    provider = model.split("/", 1)[0].lower() if "/" in model else "openai"
+    prefix = provider.upper()
+    names = (f"{prefix}_BASE_URL", f"{prefix}_API_BASE", *_ENDPOINT_ENV_ALIASES.get(provider, ()))
+    found = {name: os.environ[name].strip() for name in dict.fromkeys(names) if os.environ.get(name, "").strip()}
+    values = set(found.values())
+    if len(values) > 1:
+        return ", ".join(f"{name}={value}" for name, value in sorted(found.items()))
+    return values.pop() if values else None
+
+
 class RemoteEngine:
     """Any ``dspy.LM`` model string, sent through DSPy's own clients
     (LiteLLM or lm15), with the key read from an environment variable.
@@ -325,19 +360,30 @@ class RemoteEngine:
         self.retries = spec.num_retries if spec.num_retries is not None else 4
         self.lm = dspy.LM(spec.model, cache=False, num_retries=0, **kwargs)
         self.sleep = time.sleep
+        self._takes_seed: bool | None = None
+
+    @property
+    def derives_seed(self) -> bool:
+        """Whether requests carry a seed: the provider takes one (OpenAI-style
+        servers, vLLM, Ollama; not Anthropic's Messages API)."""
+        if self._takes_seed is None:
+            try:
+                self._takes_seed = "seed" in self.lm.supported_params
+            except Exception:  # an unknown provider: send nothing it may refuse
+                self._takes_seed = False
+        return self._takes_seed
 
     def identity(self) -> dict:
-        return {"backend": "remote", "model": self.spec.model, "api_base": self.spec.api_base or "(provider default)"}
+        api_base = self.spec.api_base or endpoint_from_env(self.spec.model) or "(provider default)"
+        return {"backend": "remote", "model": self.spec.model, "api_base": api_base}
 
     def complete(self, request) -> Response:
-        from dspy.utils.exceptions import is_retryable_lm_error
-
         request = dataclasses.replace(request, model=self.lm.model)
         for attempt in range(self.retries + 1):
             try:
                 return self.lm(request)
             except Exception as exc:
-                if attempt >= self.retries or not is_retryable_lm_error(exc):
+                if attempt >= self.retries or not is_transient(exc):
                     raise
                 self.sleep(self.backoff(attempt, getattr(exc, "retry_after", None)))
         raise AssertionError("unreachable")  # pragma: no cover
@@ -347,6 +393,26 @@ class RemoteEngine:
         if retry_after is not None and retry_after >= 0:
             return min(float(retry_after), self.BACKOFF_CAP * 4) + random.uniform(0, 0.1 * self.BACKOFF_BASE)
         return random.uniform(0, min(self.BACKOFF_CAP, self.BACKOFF_BASE * 2 ** attempt))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed call may succeed if sent again: DSPy's transient
+    classes (rate limits, timeouts, 5xx, transport), decided by the HTTP
+    status where the provider sent one. Only 401/403 are authentication
+    failures: providers and LiteLLM also file a 5xx whose message mentions
+    an API key as one, and a 5xx is the server's fault, so it is retried. A
+    2xx that raised is a reply that could not be read (an HTML page from a
+    proxy, a cut-off body): also transient. Billing errors and other 4xx
+    are not."""
+    from dspy.utils.exceptions import LMBillingError, is_retryable_lm_error
+
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and not isinstance(exc, LMBillingError):
+        if status in (401, 403):
+            return False
+        if 200 <= status < 300 or status in (408, 429) or status >= 500:
+            return True
+    return is_retryable_lm_error(exc)
 
 
 def _local_engine(spec: ModelSpec):

@@ -3,22 +3,40 @@ results, on diskcache (SQLite underneath, so several processes can share a
 directory).
 
 Values are stored as JSON text, never pickles: a cache directory may be shared
-and must not be able to execute code when read. A value that cannot be decoded
-or has the wrong shape is dropped and recomputed.
+and must not be able to execute code when read.
+
+A cache is never a reason for a record to fail:
+
+* a value that cannot be decoded or has the wrong shape (a stage result missing
+  a key, say) is dropped and recomputed;
+* a damaged SQLite file ("database disk image is malformed", "file is not a
+  database") is moved aside whole, its section folder renamed
+  ``<section>.corrupt-<timestamp>`` with one warning line naming it, and a new
+  one is started; the run goes on;
+* a directory that cannot be written (read-only, not a folder, disk full)
+  gives one warning line and the run goes on without the cache. The
+  maintenance commands (:meth:`Cache.stats`, :meth:`Cache.clear`) raise a
+  :class:`CacheUnavailable` (a user error) instead.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import diskcache
 
 from aidsafe._util.atomic import atomic_write
+from aidsafe._util.errors import UserError
+
+T = TypeVar("T")
 
 CACHE_FORMAT = 1
 _SECTIONS = ("calls", "stages", "index")
@@ -33,26 +51,38 @@ class CacheCounters:
     dropped_corrupt: int = 0
 
 
+class CacheUnavailable(UserError):
+    """The cache directory cannot be used (not writable, not a folder)."""
+
+
 class Cache:
     """LM-call and stage-result cache under ``directory``.
 
     ``enabled=False`` (``--no-cache``) makes every lookup miss and stores nothing.
+    A directory that turns out unusable has the same effect, after one warning
+    line (``unavailable`` then says why).
     """
 
     def __init__(self, directory: str | Path, enabled: bool = True):
         self.directory = Path(directory)
         self.enabled = enabled
+        self.unavailable: str | None = None
         self.counters = CacheCounters()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._sections: dict[str, diskcache.Cache] = {}
+        # the inode of each section's SQLite file as opened: only that file is
+        # ever moved aside (another process may already have replaced it)
+        self._opened: dict[str, int | None] = {}
 
     def _section(self, name: str) -> diskcache.Cache:
         with self._lock:
             if name not in self._sections:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 # A long timeout: several processes may write at once.
-                self._sections[name] = diskcache.Cache(str(self.directory / name), timeout=60,
-                                                       size_limit=2**40, eviction_policy="none")
+                store = diskcache.Cache(str(self.directory / name), timeout=60,
+                                        size_limit=2**40, eviction_policy="none")
+                self._sections[name] = store
+                self._opened[name] = _inode(self.directory / name / "cache.db")
             return self._sections[name]
 
     def close(self) -> None:
@@ -61,33 +91,102 @@ class Cache:
                 section.close()
             self._sections.clear()
 
+    # -- faults -------------------------------------------------------------
+    def _guarded(self, section: str, action: Callable[[diskcache.Cache], T], default: T,
+                 retry: bool = False, strict: bool = False) -> T:
+        """``action(store)``; a fault of the cache gives ``default`` instead of
+        an exception. A damaged file is moved aside (``retry`` then repeats the
+        action on the new one); an unusable directory disables the cache, or
+        with ``strict`` raises :class:`CacheUnavailable`."""
+        for attempt in range(2):
+            store = None
+            try:
+                store = self._section(section)
+                return action(store)
+            except Exception as exc:  # noqa: BLE001 - sorted below; a bug in `action` re-raises
+                fault = _fault(exc)
+                if fault == "damaged":
+                    self._quarantine(section, store, exc)
+                    if retry and attempt == 0:
+                        continue
+                    return default
+                if fault == "unusable":
+                    if strict:
+                        raise CacheUnavailable(_unusable_message(self.directory, exc)) from None
+                    self._disable(exc)
+                    return default
+                if fault == "busy":  # locked past the timeout: a miss, not a failure
+                    return default
+                raise
+        return default
+
+    def _quarantine(self, section: str, store: diskcache.Cache | None, exc: Exception) -> None:
+        """Move the damaged section folder aside and forget it, so the next
+        access starts a new one. One warning line names where it went."""
+        with self._lock:
+            if store is not None and self._sections.get(section) is not store:
+                return  # another thread already did it
+            self._sections.pop(section, None)
+            if store is not None:
+                try:
+                    store.close()
+                except Exception:  # noqa: BLE001 - closing a damaged file may fail too
+                    pass
+            folder = self.directory / section
+            seen = self._opened.pop(section, None)
+            if store is not None and seen is not None and _inode(folder / "cache.db") != seen:
+                return  # another process moved it aside and started a new one
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            target = folder.with_name(f"{section}.corrupt-{stamp}")
+            n = 1
+            while target.exists():
+                n += 1
+                target = folder.with_name(f"{section}.corrupt-{stamp}-{n}")
+            try:
+                folder.rename(target)
+            except FileNotFoundError:
+                return  # another process moved it first
+            except OSError as move_error:
+                self._disable(move_error)
+                return
+            self.counters.dropped_corrupt += 1
+            _warn(f"cache file {folder / 'cache.db'} is damaged ({exc}); moved it aside to {target} "
+                  f"and started a new one (delete the old one when you no longer need it)")
+
+    def _disable(self, exc: Exception) -> None:
+        with self._lock:
+            if self.unavailable is not None:
+                return
+            self.unavailable = str(exc)
+            self.enabled = False
+            self._sections.clear()
+        _warn(f"{_unusable_message(self.directory, exc)}; running without the cache")
+
     # -- raw access -------------------------------------------------------
-    def _get(self, section: str, key: str) -> dict | None:
+    def _get(self, section: str, key: str, shape: Callable[[dict], bool] | None = None) -> dict | None:
         if not self.enabled:
             return None
-        store = self._section(section)
-        try:
-            raw = store.get(key)
-        except Exception:  # a torn or foreign entry: drop it, recompute
-            raw = "\0corrupt"
+        raw = self._guarded(section, lambda store: store.get(key), None)
         if raw is None:
             return None
         try:
             value = json.loads(raw)
-            if not isinstance(value, dict) or value.get("format") != CACHE_FORMAT:
-                raise ValueError("wrong shape")
-            return value
         except (TypeError, ValueError):
-            with self._lock:
-                self.counters.dropped_corrupt += 1
-            store.delete(key)
-            return None
+            value = None
+        if (isinstance(value, dict) and value.get("format") == CACHE_FORMAT
+                and (shape is None or shape(value))):
+            return value
+        # undecodable, from another format, or missing what its reader needs
+        with self._lock:
+            self.counters.dropped_corrupt += 1
+        self._guarded(section, lambda store: store.delete(key), False)
+        return None
 
     def _put(self, section: str, key: str, value: dict, tag: str | None = None) -> None:
         if not self.enabled:
             return
-        payload = dict(value, format=CACHE_FORMAT, created=time.time())
-        self._section(section).set(key, json.dumps(payload, ensure_ascii=False), tag=tag)
+        payload = json.dumps(dict(value, format=CACHE_FORMAT, created=time.time()), ensure_ascii=False)
+        self._guarded(section, lambda store: store.set(key, payload, tag=tag), False, retry=True)
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -95,16 +194,26 @@ class Cache:
 
     # -- LM calls ---------------------------------------------------------
     def get_call(self, key: str) -> dict | None:
-        value = self._get("calls", key)
+        """The stored answer for call ``key`` (``{"response": {...}, ...}``), or None."""
+        value = self._get("calls", key, _is_call)
         self._count("call_hits" if value is not None else "call_misses")
         return value
+
+    def drop_call(self, key: str) -> None:
+        """Forget call ``key``: its answer could not be read back."""
+        with self._lock:
+            self.counters.dropped_corrupt += 1
+        if self.enabled:
+            self._guarded("calls", lambda store: store.delete(key), False)
 
     def put_call(self, key: str, value: dict) -> None:
         self._put("calls", key, value)
 
     # -- stage results ----------------------------------------------------
     def get_stage(self, key: str, count: bool = True) -> dict | None:
-        value = self._get("stages", key)
+        """The stored result of stage ``key`` (``updates``, ``filtered``,
+        ``seconds``, ``usage``), or None; an entry missing any is a miss."""
+        value = self._get("stages", key, _is_stage)
         if count:
             self._count("stage_hits" if value is not None else "stage_misses")
         return value
@@ -118,40 +227,37 @@ class Cache:
                   tag=f"stage:{stage_id}")
 
     def get_explain(self, recipe: str, record_id: str, stage_id: str) -> dict | None:
-        value = self._get("index", _explain_key(recipe, record_id, stage_id))
+        value = self._get("index", _explain_key(recipe, record_id, stage_id),
+                          lambda v: isinstance(v.get("components"), dict))
         return value["components"] if value else None
 
     # -- maintenance --------------------------------------------------------
     def stats(self) -> dict:
-        """Entries and bytes per section, and the last run's hit counters."""
+        """Entries and bytes per section, and the last run's hit counters.
+        Raises :class:`CacheUnavailable` when the directory cannot be used."""
         out: dict[str, Any] = {"directory": str(self.directory), "sections": {}}
         for name in _SECTIONS:
+            empty = {"entries": 0, "bytes": 0}
             if (self.directory / name).exists():
-                store = self._section(name)
-                out["sections"][name] = {"entries": len(store), "bytes": store.volume()}
+                out["sections"][name] = self._guarded(
+                    name, lambda store: {"entries": len(store), "bytes": store.volume()}, empty, strict=True)
             else:
-                out["sections"][name] = {"entries": 0, "bytes": 0}
+                out["sections"][name] = empty
         out["last_run"] = self.last_run()
         return out
 
     def clear(self, stage: str | None = None, older_than: float | None = None) -> int:
         """Remove entries: all, one stage's (``stage``), and/or those older than
-        ``older_than`` seconds. Returns how many were removed."""
-        removed = 0
+        ``older_than`` seconds. Returns how many were removed. Raises
+        :class:`CacheUnavailable` when the directory cannot be used."""
         cutoff = time.time() - older_than if older_than is not None else None
-        sections = ("stages", "index") if stage else _SECTIONS
-        for name in sections:
-            if not (self.directory / name).exists():
-                continue
-            store = self._section(name)
+
+        def clear_section(store: diskcache.Cache) -> int:
             if stage is None and cutoff is None:
-                removed += store.clear()
-                continue
+                return store.clear()
+            removed = 0
             for key in list(store.iterkeys()):
-                try:
-                    raw, tag = store.get(key, tag=True)
-                except Exception:
-                    raw, tag = None, None
+                raw, tag = store.get(key, tag=True)
                 if stage is not None and tag != f"stage:{stage}":
                     continue
                 if cutoff is not None:
@@ -162,15 +268,23 @@ class Cache:
                     if created >= cutoff:
                         continue
                 removed += bool(store.delete(key))
-        return removed
+            return removed
+
+        sections = ("stages", "index") if stage else _SECTIONS
+        # a damaged section is moved aside whole, which clears it too
+        return sum(self._guarded(name, clear_section, 0, strict=True)
+                   for name in sections if (self.directory / name).exists())
 
     def save_last_run(self, summary: dict) -> None:
         if not self.enabled:
             return
         data = dict(summary, counters=asdict(self.counters))
-        # Several processes may finish at once: each writes a whole file.
-        with atomic_write(self.directory / "last_run.json") as handle:
-            json.dump(data, handle, indent=2)
+        try:
+            # Several processes may finish at once: each writes a whole file.
+            with atomic_write(self.directory / "last_run.json") as handle:
+                json.dump(data, handle, indent=2)
+        except OSError as exc:
+            self._disable(exc)
 
     def last_run(self) -> dict | None:
         try:
@@ -181,3 +295,60 @@ class Cache:
 
 def _explain_key(recipe: str, record_id: str, stage_id: str) -> str:
     return json.dumps([recipe, str(record_id), stage_id])
+
+
+# -- faults and shapes ---------------------------------------------------------
+
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+_UNUSABLE = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_IOERR", "SQLITE_FULL")
+
+
+def _fault(exc: Exception) -> str | None:
+    """What kind of cache fault ``exc`` is: ``"damaged"`` (the file),
+    ``"unusable"`` (the directory), ``"miss"`` (anything else SQLite or
+    diskcache reports, a lock held past the timeout say), or None (a bug)."""
+    if isinstance(exc, OSError):
+        return "unusable"
+    if isinstance(exc, diskcache.Timeout):
+        return "miss"
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    # sqlite_errorname is Python 3.11+; the messages are SQLite's own, stable
+    name, text = getattr(exc, "sqlite_errorname", "") or "", str(exc).lower()
+    if name.startswith(_DAMAGED) or "malformed" in text or "not a database" in text:
+        return "damaged"
+    if name.startswith(_UNUSABLE) or any(t in text for t in ("readonly", "unable to open", "disk i/o", "is full")):
+        return "unusable"
+    return "miss"
+
+
+def _unusable_message(directory: Path, exc: Exception) -> str:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return (f"cache directory {directory} cannot be used ({reason}): make it writable, or point "
+            f"--cache-dir / AIDSAFE_CACHE_DIR at another folder (--no-cache runs without a cache)")
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
+
+
+def _is_call(value: dict) -> bool:
+    return isinstance(value.get("response"), dict)
+
+
+def _is_stage(value: dict) -> bool:
+    """What the stage runner reads back: updates, seconds, usage per model."""
+    usage = value.get("usage")
+    return (isinstance(value.get("updates"), dict)
+            and isinstance(value.get("seconds"), (int, float))
+            and isinstance(value.get("filtered"), (str, type(None)))
+            and isinstance(usage, dict)
+            and all(isinstance(u, dict) and isinstance(u.get("input_tokens"), int)
+                    and isinstance(u.get("output_tokens"), int) for u in usage.values()))
