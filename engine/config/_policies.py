@@ -1,7 +1,9 @@
 """Policy sets: YAML data validated by ``schemas/policy.schema.json``.
 
 A recipe names a set (``aidsafe`` -> ``policies/aidsafe.yaml``) or gives a
-path inside ``policies/`` or the recipe's folder, and may keep only some ids.
+path inside ``policies/`` or the recipe's folder, and may keep only some ids;
+or it writes its policies inline (a list of ``{id, name, statement, allowed,
+disallowed}``), checked against the same schema, each problem at its line.
 The hash covers exactly the text the agents see, so editing a policy
 invalidates every cached stage that reads the policies and nothing else.
 """
@@ -15,8 +17,13 @@ from pathlib import Path
 from aidsafe._util import paths
 from aidsafe._util.errors import RecipeError, UserError
 from aidsafe._util.hashing import sha256_of
-from aidsafe.config._schema import validate_document
-from aidsafe.config._yaml import load_yaml_file
+from aidsafe.config._schema import describe_error, load_schema, validate_document
+from aidsafe.config._yaml import Located, PathKey, format_path, load_yaml_file
+
+# The name of a set written inside a recipe. Constant, so the set's hash (in
+# every policy-reading stage's cache key) covers the policy text only, not
+# the recipe's name.
+INLINE = "inline"
 
 
 @dataclass(frozen=True)
@@ -80,14 +87,12 @@ def load_policy_set(ref: str, base: Path | None = None, include: list[str] | Non
     located = load_yaml_file(path, display=_display(path))
     validate_document(located, "policy.schema.json")
     data = located.data
-    policies = [Policy(id=p["id"], name=p["name"], statement=p["statement"],
-                       allowed=tuple(p.get("allowed", [])), disallowed=tuple(p.get("disallowed", [])))
-                for p in data["policies"]]
-    ids = [p.id for p in policies]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    duplicates = _duplicate_ids(data["policies"])
     if duplicates:
-        raise RecipeError([f"{located.file}: duplicate policy id(s) {', '.join(duplicates)}; ids must be unique"],
-                          source=located.file)
+        raise RecipeError([f"{located.file}:{located.where(path)[1]} {format_path(path)}: {message}"
+                           for path, message in duplicates], source=located.file)
+    policies = _policies(data["policies"])
+    ids = [p.id for p in policies]
     if include:
         from aidsafe._util.registry import suggest
 
@@ -97,6 +102,43 @@ def load_policy_set(ref: str, base: Path | None = None, include: list[str] | Non
                             f"{suggest(unknown[0], ids)}; known ids: {', '.join(ids)}")
         policies = [p for p in policies if p.id in include]
     return PolicySet(name=data["name"], source=located.file, policies=tuple(policies))
+
+
+def inline_policy_problems(items: list, located: Located) -> list[tuple[PathKey, str]]:
+    """Problems with policies written inside a recipe (``policies: [...]``), as
+    (JSON path in the recipe, message): the items are checked against
+    ``schemas/policy.schema.json``, then for duplicate ids."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(load_schema("policy.schema.json"))
+    problems = [describe_error(error) for error in validator.iter_errors({"name": INLINE, "policies": items})]
+    if not problems:
+        problems = _duplicate_ids(items)
+    return sorted(set(problems), key=lambda item: located.where(item[0])[1])
+
+
+def inline_policy_set(items: list, source: str) -> PolicySet:
+    """The policy set a recipe writes inline (already checked by
+    :func:`inline_policy_problems` when the recipe loaded)."""
+    return PolicySet(name=INLINE, source=source, policies=tuple(_policies(items)))
+
+
+def _policies(items: list[dict]) -> list[Policy]:
+    return [Policy(id=p["id"], name=p["name"], statement=p["statement"],
+                   allowed=tuple(p.get("allowed", [])), disallowed=tuple(p.get("disallowed", [])))
+            for p in items]
+
+
+def _duplicate_ids(items: list[dict]) -> list[tuple[PathKey, str]]:
+    """Each repeated policy id, at its second and later occurrences."""
+    first: dict[str, int] = {}
+    problems = []
+    for index, item in enumerate(items):
+        if item["id"] in first:
+            problems.append((("policies", index, "id"), f"duplicate policy id {item['id']!r} (also "
+                                                        f"policies[{first[item['id']]}]); ids must be unique"))
+        first.setdefault(item["id"], index)
+    return problems
 
 
 def _display(path: Path) -> str:

@@ -220,7 +220,11 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
                 problems += [(fpath + (k,), m) for k, m in FILTERS.get(ftype).check(spec)]
 
     policy = data.get("policies")
-    if policy is not None:
+    if isinstance(policy, list):  # written inline: the policy schema, at the recipe's lines
+        from aidsafe.config._policies import inline_policy_problems
+
+        problems += inline_policy_problems(policy, located)
+    elif policy is not None:
         ref = policy if isinstance(policy, str) else policy.get("set")
         include = None if isinstance(policy, str) else policy.get("include")
         try:
@@ -279,8 +283,9 @@ def _build(path: Path, data: dict, located: Located, chain: list[str]) -> Recipe
     input_cfg = data.get("input", {})
     return Recipe(
         name=data["name"], path=path, data=data, located=located, chain=chain, models=models, agents=agents,
-        stages=stages, policy_ref=policy if isinstance(policy, str) else policy["set"],
-        policy_include=None if isinstance(policy, str) else policy.get("include"),
+        stages=stages, policy_ref=policy if isinstance(policy, str) else policy["set"] if isinstance(policy, dict)
+        else "inline", policy_include=policy.get("include") if isinstance(policy, dict) else None,
+        inline_policies=policy if isinstance(policy, list) else None,
         input_field=input_cfg.get("field", "prompt"), id_field=input_cfg.get("id_field", "id"),
         keep_fields=input_cfg.get("keep", []), adapter=data.get("adapter", "json"),
         max_parse_retries=data.get("max_parse_retries", 2), prompts=data.get("prompts"),

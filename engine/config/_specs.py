@@ -122,6 +122,7 @@ class Recipe:
     prompts: str | None
     output: dict
     prompt_layout: str = "stable_first"
+    inline_policies: list | None = None  # `policies: [...]` written in the recipe itself
 
     @property
     def hash(self) -> str:
@@ -132,9 +133,12 @@ class Recipe:
         return self.path.parent
 
     def load_policies(self):
-        """Load the policy set the recipe names (relative to its folder)."""
-        from aidsafe.config._policies import load_policy_set
+        """Load the policy set the recipe names (relative to its folder), or
+        the one it writes inline."""
+        from aidsafe.config._policies import inline_policy_set, load_policy_set
 
+        if self.inline_policies is not None:
+            return inline_policy_set(self.inline_policies, str(self.path))
         return load_policy_set(self.policy_ref, self.base_dir, self.policy_include)
 
     def stage(self, stage_id: str) -> StageSpec:
