@@ -240,7 +240,38 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
 
 
 def _stat_key(st: os.stat_result) -> dict[str, int]:
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    """What says a file is still the one that was hashed, without reading it.
+    ctime is in it because a writer can restore mtime (``touch -d``, ``os.utime``)
+    but not ctime: any write, utime, rename or chmod sets it to now. (A change
+    within one tick of the kernel's file clock, a few ms, after the hash
+    cannot be told apart; nothing else can.)"""
+    return {"inode": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+
+
+def _sha256_of(path: Path, record: Path | None, *, rehash: bool = True) -> str | None:
+    """sha256 of ``path``: the one kept in ``record`` while the file's inode,
+    size, mtime and ctime are all as they were when it was hashed; otherwise
+    hashed now and kept in ``record`` (best effort: an unwritable folder only
+    costs a re-hash next time). With ``rehash=False`` a missing or stale
+    record gives None instead of reading the file."""
+    st = path.stat()
+    data = _read_sidecar(record) if record is not None else None
+    if (data is not None and data.get("file") == path.name and isinstance(data.get("sha256"), str)
+            and all(data.get(k) == v for k, v in _stat_key(st).items())):
+        return data["sha256"]
+    if not rehash:
+        return None
+    digest = _hash_file(path)
+    if record is not None and _stat_key(path.stat()) == _stat_key(st):  # unchanged while we read it
+        _remember_sha256(path, record, digest, st)
+    return digest
+
+
+def _remember_sha256(path: Path, record: Path, sha256: str, st: os.stat_result | None = None) -> None:
+    """Keep ``sha256`` as the verified hash of ``path`` as it is now."""
+    payload = {"file": path.name, "sha256": sha256, **_stat_key(st or path.stat())}
+    with contextlib.suppress(OSError):
+        _write_atomic(record, json.dumps(payload, indent=1).encode("utf-8"))
 
 
 @contextlib.contextmanager
@@ -263,30 +294,16 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
     """sha256 of ``path``, memoized in ``cache_dir/models/hashes``.
 
     The memo is keyed by the resolved path and trusted only while the file's
-    size and mtime are unchanged, so a replaced file is hashed again. Without
-    a cache dir, or when it is not writable, the hash is just computed.
+    inode, size, mtime and ctime are unchanged, so a replaced or edited file
+    is hashed again. Without a cache dir, or when it is not writable, the
+    hash is just computed.
     """
     path = Path(path).resolve()
-    st = path.stat()
-    memo: Path | None = None
+    memo = None
     if cache_dir is not None:
         key = hashlib.sha256(str(path).encode("utf-8")).hexdigest()[:32]
         memo = Path(cache_dir) / "models" / "hashes" / f"{key}.json"
-        data = _read_sidecar(memo)
-        if (
-            data is not None
-            and data.get("path") == str(path)
-            and data.get("size") == st.st_size
-            and data.get("mtime_ns") == st.st_mtime_ns
-            and isinstance(data.get("sha256"), str)
-        ):
-            return data["sha256"]
-    digest = _hash_file(path)
-    if memo is not None:
-        record = {"path": str(path), "sha256": digest, **_stat_key(st)}
-        with contextlib.suppress(OSError):  # a read-only cache only costs a re-hash
-            _write_atomic(memo, json.dumps(record, indent=1).encode("utf-8"))
-    return digest
+    return _sha256_of(path, memo)
 
 
 # --------------------------------------------------------------------------
@@ -298,25 +315,25 @@ def _sidecar_path(final: Path) -> Path:
     return final.with_name(final.name + ".sha256")
 
 
-def _sidecar_matches(final: Path, expected_sha256: str, expected_size: int) -> bool:
-    data = _read_sidecar(_sidecar_path(final))
-    if data is None:
-        return False
+@dataclass(frozen=True)
+class _Verified:
+    """An assembled file and the sha256 it was found to have."""
+
+    path: Path
+    sha256: str
+
+
+def _verified_assembly(model: PartedModel, final: Path, *, rehash: bool) -> _Verified | None:
+    """``final`` if it holds ``model``'s pinned bytes: by its sidecar while the
+    file is unchanged since it was hashed, else (``rehash``) by hashing it
+    again, which also renews the sidecar. None when it is absent or differs."""
     try:
-        st = final.stat()
+        if final.stat().st_size != model.size:
+            return None
+        digest = _sha256_of(final, _sidecar_path(final), rehash=rehash)
     except OSError:
-        return False
-    return (
-        data.get("sha256") == expected_sha256
-        and st.st_size == expected_size
-        and data.get("size") == st.st_size
-        and data.get("mtime_ns") == st.st_mtime_ns
-    )
-
-
-def _write_sidecar(final: Path, sha256: str) -> None:
-    record = {"file": final.name, "sha256": sha256, **_stat_key(final.stat())}
-    _write_atomic(_sidecar_path(final), json.dumps(record, indent=1).encode("utf-8"))
+        return None
+    return _Verified(final, digest) if digest == model.sha256 else None
 
 
 def _mismatch(model: PartedModel, what: str, got: str, expected: str) -> ModelError:
@@ -330,9 +347,9 @@ def assemble_parted_model(model: PartedModel, cache_dir: Path, *, parts: Sequenc
     """Concatenate ``model``'s parts into ``cache_dir/models`` once.
 
     Returns the path of the verified GGUF. On later calls the file is trusted
-    without re-hashing when its ``<file>.sha256`` sidecar (written only after
-    verification) matches its current size and mtime; otherwise the file is
-    hashed again, and rebuilt from the parts if it does not match.
+    without re-hashing while its ``<file>.sha256`` sidecar (written only after
+    verification) matches its inode, size, mtime and ctime; otherwise the
+    file is hashed again, and rebuilt from the parts if it does not match.
 
     The parts are streamed into a temporary file in the same directory while
     hashing; only a file of the right size and sha256 is fsynced and moved
@@ -343,29 +360,29 @@ def assemble_parted_model(model: PartedModel, cache_dir: Path, *, parts: Sequenc
     Raises ModelError if a part is missing, the result has the wrong size or
     hash (the temp file is removed), or the cache dir is unusable.
     """
+    return _assemble(model, cache_dir, parts).path
+
+
+def _assemble(model: PartedModel, cache_dir: Path, parts: Sequence[Path] | None) -> _Verified:
     models_dir = Path(cache_dir) / "models"
     final = models_dir / model.filename
-
-    if _sidecar_matches(final, model.sha256, model.size):
-        return final
+    verified = _verified_assembly(model, final, rehash=False)
+    if verified is not None:
+        return verified
     part_paths = [Path(p) for p in (find_parts(model) if parts is None else parts)]
-
     try:
         models_dir.mkdir(parents=True, exist_ok=True)
         with _exclusive(models_dir / f".{final.name}.lock"):
-            # Another process may have finished while we waited for the lock.
-            if _sidecar_matches(final, model.sha256, model.size):
-                return final
-            if final.exists():
-                # A file without a valid sidecar: moved, touched, or a crash
-                # between rename and sidecar. Hash it once rather than rebuild.
-                if final.stat().st_size == model.size and _hash_file(final) == model.sha256:
-                    _write_sidecar(final, model.sha256)
-                    return final
-                final.unlink()
-            _concatenate_verified(model, part_paths, final)
-            _write_sidecar(final, model.sha256)
-            return final
+            # Another process may have finished while we waited for the lock,
+            # or the file lost its sidecar (moved, touched, a crash between
+            # rename and sidecar): hash it once rather than rebuild.
+            verified = _verified_assembly(model, final, rehash=True)
+            if verified is not None:
+                return verified
+            final.unlink(missing_ok=True)
+            digest = _concatenate_verified(model, part_paths, final)
+            _remember_sha256(final, _sidecar_path(final), digest)
+            return _Verified(final, digest)
     except OSError as exc:
         raise ModelError(
             f"cannot assemble local model {model.name!r} in {models_dir}: {exc.strerror or exc} "
@@ -373,7 +390,9 @@ def assemble_parted_model(model: PartedModel, cache_dir: Path, *, parts: Sequenc
         ) from exc
 
 
-def _concatenate_verified(model: PartedModel, parts: Sequence[Path], final: Path) -> None:
+def _concatenate_verified(model: PartedModel, parts: Sequence[Path], final: Path) -> str:
+    """Write the parts' concatenation to ``final`` if it has the pinned size
+    and sha256 (else raise, leaving nothing); returns the sha256."""
     total = 0
     for part in parts:
         try:
@@ -401,6 +420,7 @@ def _concatenate_verified(model: PartedModel, parts: Sequence[Path], final: Path
             raise _mismatch(model, f"{final.name} size", f"{written} bytes", f"{model.size} bytes")
         if digest != model.sha256:
             raise _mismatch(model, f"{final.name} sha256", digest, model.sha256)
+    return digest
 
 
 # --------------------------------------------------------------------------
@@ -410,7 +430,9 @@ def _concatenate_verified(model: PartedModel, parts: Sequence[Path], final: Path
 
 @dataclass(frozen=True)
 class LocalModel:
-    """A GGUF file and its identity. ``sha256`` goes into cache keys."""
+    """A GGUF file and its identity. ``sha256`` is the hash the file was
+    verified to have (never just a pinned value); it goes into cache keys and
+    provenance."""
 
     name: str
     path: Path
@@ -448,8 +470,8 @@ def resolve_local(ref: str, cache_dir: Path) -> LocalModel:
     cache_dir = Path(cache_dir)
     if ref == "default" or ref in PARTED_MODELS:
         model = parted_model(ref)
-        path = assemble_parted_model(model, cache_dir)
-        return LocalModel(model.model_name, path, model.sha256)
+        verified = _assemble(model, cache_dir, None)
+        return LocalModel(model.model_name, verified.path, verified.sha256)
     if ref == "smoke":
         path = find_smoke_model()
         _check_gguf(path, ref)
