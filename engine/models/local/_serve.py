@@ -1,20 +1,207 @@
 """The shared HTTP server: :func:`serve` exposes a local model over llama.cpp's
-OpenAI-compatible API so several processes can share one loaded model."""
+OpenAI-compatible API so several processes can share one loaded model.
+
+llama.cpp's own listener reads and tokenizes any body it is sent and queues
+without bound, so it stays on an ephemeral loopback port behind a random key
+(as in :class:`LlamaCppEngine`), and clients talk to :class:`ServeFront`: it
+binds the port before the model loads (a port in use fails at once), answers
+413 to a body over the size limit from its Content-Length alone, and 503
+with Retry-After when every slot is busy and the waiting room is full."""
 
 from __future__ import annotations
 
+import errno
+import hmac
+import http.client
+import json
+import secrets
 import signal
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aidsafe._util.errors import ModelError
 from aidsafe.models.local._engine import PROMPT_CACHE_MIB, _make_params, _start_server
 from aidsafe.models.local._weights import resolve_local
 
-__all__ = ["serve"]
+__all__ = ["MAX_BODY_BYTES", "MAX_WAITING", "ServeFront", "serve"]
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+#: Largest request body accepted (4 MiB: far above a full context of text).
+MAX_BODY_BYTES = 4 * 1024 * 1024
+#: Requests that may wait for a slot; past slots + this, the server answers 503.
+MAX_WAITING = 16
+#: Seconds a client is told to wait after a 503.
+RETRY_AFTER = 1
+# Hop-by-hop headers are the connection's own, never forwarded.
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+                         "trailer", "transfer-encoding", "upgrade", "content-length", "server", "date"})
+
+
+class _FrontServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    front: "ServeFront"
+
+    def handle_error(self, request, client_address):
+        pass  # a client that hangs up mid-answer is not the server's error
+
+
+class _FrontHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "aidsafe-serve"
+    sys_version = ""
+
+    def log_message(self, format, *args):  # noqa: A002 - signature fixed by the base class
+        pass
+
+    def _dispatch(self):
+        self.server.front._handle(self)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_OPTIONS = _dispatch
+
+    def error(self, status: int, message: str, headers: dict | None = None, close: bool = False) -> None:
+        data = json.dumps({"error": {"message": message, "type": "invalid_request_error" if status < 500
+                                     else "server_error", "code": status}}).encode()
+        if close:
+            self.close_connection = True
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            if close:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            self.close_connection = True
+
+
+class ServeFront:
+    """The HTTP front of ``aidsafe serve``: bounds what reaches the model.
+
+    Binds ``host:port`` when built (``ModelError`` if it cannot), so a port
+    in use fails before anything loads. :meth:`start` forwards requests to
+    the upstream server (llama.cpp's listener, or any OpenAI-compatible one)
+    with ``upstream_key`` as their bearer key. A body whose Content-Length
+    is over ``max_body_bytes`` is answered 413 unread; a request without a
+    Content-Length 411; when ``slots + max_waiting`` requests are in
+    progress, another gets 503 with Retry-After. With ``api_key`` set,
+    requests must carry it as their bearer key (401 otherwise)."""
+
+    def __init__(self, host: str, port: int, *, slots: int, max_body_bytes: int = MAX_BODY_BYTES,
+                 max_waiting: int = MAX_WAITING, api_key: str | None = None):
+        try:
+            self._server = _FrontServer((host, port), _FrontHandler)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ModelError(f"port {port} on {host} is already in use (another server, or an earlier "
+                                 f"`aidsafe serve`); stop it or choose another with --port") from None
+            raise ModelError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port") from None
+        self._server.front = self
+        self.max_body_bytes = int(max_body_bytes)
+        self._capacity = threading.BoundedSemaphore(max(1, int(slots)) + max(0, int(max_waiting)))
+        self._api_key = api_key
+        self._upstream: tuple[str, int] | None = None
+        self._upstream_key = ""
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT/v1``, the base URL for clients."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def start(self, upstream: str, upstream_key: str = "") -> "ServeFront":
+        """Forward to ``upstream`` (``http://host:port``) from now on, in a background thread."""
+        parts = urlsplit(upstream if "//" in upstream else f"http://{upstream}")
+        self._upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self._upstream_key = upstream_key
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="aidsafe-serve-front", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop serving and release the port (safe to call twice)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        if self._thread is not None:
+            server.shutdown()
+        server.server_close()
+
+    def _handle(self, handler: _FrontHandler) -> None:
+        if self._api_key is not None:
+            given = handler.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), self._api_key.encode()):
+                return handler.error(401, "missing or wrong API key (Authorization: Bearer KEY)", close=True)
+        body = b""
+        if handler.command in ("POST", "PUT"):
+            if "chunked" in handler.headers.get("Transfer-Encoding", "").lower():
+                return handler.error(411, "send the body with a Content-Length, not chunked", close=True)
+            try:
+                length = int(handler.headers.get("Content-Length") or 0)
+            except ValueError:
+                return handler.error(400, "Content-Length is not a number", close=True)
+            if length > self.max_body_bytes:
+                # Refused from the header alone: the body is never read, let alone tokenized.
+                return handler.error(413, f"request body of {length} bytes is over the limit of "
+                                          f"{self.max_body_bytes} bytes", close=True)
+            if not self._capacity.acquire(blocking=False):
+                # Drain the (bounded) body so the client reads the answer, not a reset.
+                handler.rfile.read(length)
+                return handler.error(503, "every slot is busy and the queue is full; retry later",
+                                     {"Retry-After": str(RETRY_AFTER)})
+            try:
+                body = handler.rfile.read(length)
+                self._forward(handler, body)
+            finally:
+                self._capacity.release()
+            return
+        self._forward(handler, body)
+
+    def _forward(self, handler: _FrontHandler, body: bytes) -> None:
+        host, port = self._upstream
+        headers = {"Content-Type": handler.headers.get("Content-Type", "application/json"),
+                   "Accept": handler.headers.get("Accept", "*/*"), "Content-Length": str(len(body))}
+        if self._upstream_key:
+            headers["Authorization"] = f"Bearer {self._upstream_key}"
+        connection = http.client.HTTPConnection(host, port, timeout=3600)
+        try:
+            connection.request(handler.command, handler.path, body=body if handler.command in ("POST", "PUT") else None,
+                               headers=headers)
+            response = connection.getresponse()
+        except OSError as exc:
+            connection.close()
+            return handler.error(502, f"the model server did not answer: {exc}")
+        try:
+            handler.send_response(response.status, response.reason)
+            for key, value in response.getheaders():
+                if key.lower() not in _HOP_BY_HOP:
+                    handler.send_header(key, value)
+            length = response.getheader("Content-Length")
+            if length is not None:
+                handler.send_header("Content-Length", length)
+                handler.end_headers()
+                handler.wfile.write(response.read())
+            else:
+                # A streamed answer (server-sent events): relay it as it comes.
+                handler.send_header("Transfer-Encoding", "chunked")
+                handler.end_headers()
+                while chunk := response.read1(65536):
+                    handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    handler.wfile.flush()
+                handler.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            handler.close_connection = True
+        finally:
+            connection.close()
 
 
 def serve(
@@ -30,6 +217,8 @@ def serve(
     api_key: str | None = None,
     repeat_penalty: float = 1.1,
     seed: int = 0,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_waiting: int = MAX_WAITING,
     ready: threading.Event | None = None,
     stop: threading.Event | None = None,
 ) -> None:
@@ -42,21 +231,32 @@ def serve(
     until ``stop`` is set, for embedding); ``ready`` is set once listening.
     Note that, unlike :class:`LlamaCppEngine`, the server applies
     ``repeat_penalty`` only as the default for requests that do not set one.
+    Requests pass through :class:`ServeFront`: bodies over ``max_body_bytes``
+    get 413, and past ``n_parallel + max_waiting`` requests in progress 503.
     """
     if host not in _LOOPBACK and not allow_remote:
         raise ModelError(
             f"refusing to serve on {host}: the server has no authentication and would expose the model "
             "to the network; use 127.0.0.1, or pass allow_remote=True (and an api_key) on purpose"
         )
-    model = resolve_local(ref, cache_dir)
-    params = _make_params(
-        model, n_threads=n_threads, n_ctx=n_ctx, n_parallel=n_parallel, repeat_penalty=repeat_penalty,
-        seed=seed, host=host, port=port, api_key=api_key, http_threads=max(2, n_parallel + 1),
-        prompt_ram_cache_mib=PROMPT_CACHE_MIB,
-    )
-    server = _start_server(params, model)
-    print(f"serving {model.name} (sha256 {model.sha256[:12]}) at {server.listening_address}/v1 "
-          f"with {n_parallel} slot(s); Ctrl-C to stop", flush=True)
+    # The port first: a port in use is reported before a model loads.
+    front = ServeFront(host, port, slots=n_parallel, max_body_bytes=max_body_bytes, max_waiting=max_waiting,
+                       api_key=api_key)
+    try:
+        model = resolve_local(ref, cache_dir)
+        internal_key = secrets.token_urlsafe(32)
+        params = _make_params(
+            model, n_threads=n_threads, n_ctx=n_ctx, n_parallel=n_parallel, repeat_penalty=repeat_penalty,
+            seed=seed, host="127.0.0.1", port=0, api_key=internal_key, http_threads=max(2, n_parallel + 1),
+            prompt_ram_cache_mib=PROMPT_CACHE_MIB,
+        )
+        server = _start_server(params, model)
+    except BaseException:
+        front.close()
+        raise
+    front.start(server.listening_address, internal_key)
+    print(f"serving {model.name} (sha256 {model.sha256[:12]}) at {front.url} "
+          f"with {n_parallel} slot(s), {max_waiting} waiting at most; Ctrl-C to stop", flush=True)
     if ready is not None:
         ready.set()
     # SIGTERM (service managers, `kill`) should stop as cleanly as Ctrl-C.
@@ -74,6 +274,7 @@ def serve(
     finally:
         if previous_term is not None:
             signal.signal(signal.SIGTERM, previous_term)
+        front.close()
         del server  # the native destructor stops the loop and joins its threads
 
 
