@@ -22,6 +22,7 @@ A cache is never a reason for a record to fail:
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import sys
 import threading
@@ -324,6 +325,8 @@ def _fault(exc: Exception) -> str | None:
 
 def _unusable_message(directory: Path, exc: Exception) -> str:
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if directory.is_dir() and not os.access(directory, os.W_OK):
+        reason = f"the folder is read-only: {reason}"  # SQLite only says "unable to open database file"
     return (f"cache directory {directory} cannot be used ({reason}): make it writable, or point "
             f"--cache-dir / AIDSAFE_CACHE_DIR at another folder (--no-cache runs without a cache)")
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shlex
 import shutil
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -17,7 +20,7 @@ import aidsafe
 from aidsafe.cli._main import main
 from aidsafe.store._cache import Cache
 
-from ..conftest import MINI, options, read_jsonl
+from ..conftest import MINI, ROOT, options, read_jsonl
 
 
 def _run(recipe, inputs, out, cache_dir):
@@ -114,6 +117,17 @@ def test_a_damaged_cache_file_is_moved_aside_and_rebuilt(fake, recipe_file, prom
     assert "corrupt" not in capfd.readouterr().err
 
 
+def test_cache_stats_on_a_damaged_file_moves_it_aside(fake, recipe_file, prompts, tmp_path):
+    fake.rules = [("CRITIC_", {"agree": True})]
+    _run(recipe_file(MINI), prompts(["alpha"]), tmp_path / "a.jsonl", tmp_path / "c")
+    gc.collect()
+    _not_a_database(tmp_path / "c" / "calls" / "cache.db")
+    result = CliRunner().invoke(main, ["cache", "stats", "--cache-dir", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    assert len([line for line in result.output.splitlines() if line.startswith("warning: ")]) == 1
+    assert "stages" in result.output and "Traceback" not in result.output
+
+
 def test_a_cache_damaged_while_open_is_rebuilt(fake, recipe_file, prompts, tmp_path, capfd):
     cache = Cache(tmp_path / "c")
     cache.put_stage("k", {"updates": {}, "seconds": 0, "usage": {}}, "s")
@@ -196,6 +210,54 @@ def test_a_read_only_cache_directory_through_the_cli(fake, recipe_file, prompts,
         for folder in (cache_dir, *cache_dir.iterdir()):
             if folder.is_dir():
                 os.chmod(folder, 0o755)
+
+
+_CLI_WITH_FAKE = """
+import sys, aidsafe
+from aidsafe.testing.fake import FakeEngine
+from aidsafe.cli._main import main
+aidsafe.register_engine("test", lambda spec: FakeEngine([("CRITIC_", {"agree": True})]))
+main(sys.argv[1:])
+"""
+
+
+def _read_only_mount_works() -> bool:
+    """Whether this machine can give a folder a read-only bind mount in a
+    private mount namespace (which binds root too, unlike chmod)."""
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind / / && mount -o remount,bind,ro / /"],
+                           capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _read_only_mount_works(), reason="no unshare/mount for a read-only folder")
+def test_a_read_only_mounted_cache_through_the_cli(recipe_file, prompts, tmp_path):
+    """The real thing, for root too: the cache folder on a read-only mount."""
+    recipe, inputs, cache_dir = recipe_file(MINI), prompts(["alpha", "beta"]), tmp_path / "c"
+    script = tmp_path / "cli.py"
+    script.write_text(_CLI_WITH_FAKE)
+    run = [sys.executable, str(script), "run", str(recipe), "-i", str(inputs), "--model", "default=fake:test",
+           "--cache-dir", str(cache_dir), "-o"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    warm = subprocess.run([*run, str(tmp_path / "a.jsonl")], capture_output=True, text=True, env=env, timeout=300)
+    assert warm.returncode == 0, warm.stderr
+    q = shlex.quote
+    commands = [f"mount --bind {q(str(cache_dir))} {q(str(cache_dir))}",
+                f"mount -o remount,bind,ro {q(str(cache_dir))}",
+                f"{shlex.join([*run, str(tmp_path / 'b.jsonl')])}; echo rc=$? >&2",
+                f"{shlex.join([sys.executable, str(script), 'cache', 'stats', '--cache-dir', str(cache_dir)])}; "
+                "echo rc=$? >&2"]
+    result = subprocess.run(["unshare", "-m", "sh", "-c", " && ".join(commands)], capture_output=True, text=True,
+                            env=env, timeout=300)
+    err = result.stderr
+    assert "Traceback" not in err and "PermissionError" not in err, err
+    assert [r["status"] for r in read_jsonl(tmp_path / "b.jsonl")] == ["ok", "ok"]
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "read-only" in warnings[0] and "without the cache" in warnings[0], err
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and str(cache_dir) in errors[0] and "read-only" in errors[0], err
+    assert [line for line in err.splitlines() if line.startswith("rc=")] == ["rc=0", "rc=1"]
 
 
 @pytest.fixture
