@@ -21,6 +21,7 @@ A cache is never a reason for a record to fail:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -74,16 +75,16 @@ class Cache:
         # the inode of each section's SQLite file as opened: only that file is
         # ever moved aside (another process may already have replaced it)
         self._opened: dict[str, int | None] = {}
+        self._generations: dict[str, int] = {}  # how often each section was moved aside
 
     def _section(self, name: str) -> diskcache.Cache:
         with self._lock:
             if name not in self._sections:
                 self.directory.mkdir(parents=True, exist_ok=True)
-                # A long timeout: several processes may write at once.
-                store = diskcache.Cache(str(self.directory / name), timeout=60,
-                                        size_limit=2**40, eviction_policy="none")
-                self._sections[name] = store
                 self._opened[name] = _inode(self.directory / name / "cache.db")
+                # A long timeout: several processes may write at once.
+                self._sections[name] = diskcache.Cache(str(self.directory / name), timeout=60,
+                                                       size_limit=2**40, eviction_policy="none")
             return self._sections[name]
 
     def close(self) -> None:
@@ -100,14 +101,13 @@ class Cache:
         action on the new one); an unusable directory disables the cache, or
         with ``strict`` raises :class:`CacheUnavailable`."""
         for attempt in range(2):
-            store = None
+            generation = self._generations.get(section, 0)
             try:
-                store = self._section(section)
-                return action(store)
+                return action(self._section(section))
             except Exception as exc:  # noqa: BLE001 - sorted below; a bug in `action` re-raises
                 fault = _fault(exc)
                 if fault == "damaged":
-                    self._quarantine(section, store, exc)
+                    self._quarantine(section, generation, exc)
                     if retry and attempt == 0:
                         continue
                     return default
@@ -116,18 +116,20 @@ class Cache:
                         raise CacheUnavailable(_unusable_message(self.directory, exc)) from None
                     self._disable(exc)
                     return default
-                if fault == "busy":  # locked past the timeout: a miss, not a failure
+                if fault == "miss":  # locked past the timeout, say: a miss, not a failure
                     return default
                 raise
         return default
 
-    def _quarantine(self, section: str, store: diskcache.Cache | None, exc: Exception) -> None:
+    def _quarantine(self, section: str, generation: int, exc: Exception) -> None:
         """Move the damaged section folder aside and forget it, so the next
-        access starts a new one. One warning line names where it went."""
+        access starts a new one. One warning line names where it went.
+        ``generation`` is the section's as the failing access found it."""
         with self._lock:
-            if store is not None and self._sections.get(section) is not store:
+            if self._generations.get(section, 0) != generation:
                 return  # another thread already did it
-            self._sections.pop(section, None)
+            self._generations[section] = generation + 1
+            store = self._sections.pop(section, None)
             if store is not None:
                 try:
                     store.close()
@@ -135,20 +137,22 @@ class Cache:
                     pass
             folder = self.directory / section
             seen = self._opened.pop(section, None)
-            if store is not None and seen is not None and _inode(folder / "cache.db") != seen:
-                return  # another process moved it aside and started a new one
+            if seen is not None and _inode(folder / "cache.db") != seen:
+                return  # another process (or thread) moved it aside and started a new one
             stamp = time.strftime("%Y%m%dT%H%M%S")
-            target = folder.with_name(f"{section}.corrupt-{stamp}")
-            n = 1
-            while target.exists():
-                n += 1
-                target = folder.with_name(f"{section}.corrupt-{stamp}-{n}")
-            try:
-                folder.rename(target)
-            except FileNotFoundError:
-                return  # another process moved it first
-            except OSError as move_error:
-                self._disable(move_error)
+            for n in range(1, 100):
+                target = folder.with_name(f"{section}.corrupt-{stamp}" + (f"-{n}" if n > 1 else ""))
+                try:
+                    if not target.exists():  # rename would replace an empty folder
+                        folder.rename(target)
+                        break
+                except FileNotFoundError:
+                    return  # another process moved it first
+                except OSError as move_error:
+                    if move_error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        self._disable(move_error)
+                        return
+            else:
                 return
             self.counters.dropped_corrupt += 1
             _warn(f"cache file {folder / 'cache.db'} is damaged ({exc}); moved it aside to {target} "

@@ -117,6 +117,42 @@ def test_a_damaged_cache_file_is_moved_aside_and_rebuilt(fake, recipe_file, prom
     assert "corrupt" not in capfd.readouterr().err
 
 
+def test_threads_meeting_a_damaged_file_move_it_aside_once(fake, recipe_file, prompts, tmp_path, capfd):
+    fake.rules = [("CRITIC_", {"agree": True})]
+    recipe, inputs, cache_dir = recipe_file(MINI), prompts([f"prompt {i}" for i in range(12)]), tmp_path / "c"
+    aidsafe.run(recipe, inputs, tmp_path / "a.jsonl", options(cache_dir, workers=4))
+    gc.collect()
+    _garble(cache_dir / "stages" / "cache.db")
+    capfd.readouterr()
+    summary = aidsafe.run(recipe, inputs, tmp_path / "b.jsonl", options(cache_dir, workers=4))
+    err = capfd.readouterr().err
+    assert summary.statuses == {"ok": 12}
+    assert len([p for p in cache_dir.iterdir() if ".corrupt-" in p.name]) == 1
+    assert len([line for line in err.splitlines() if line.startswith("warning: ")]) == 1, err
+
+
+def test_processes_meeting_a_damaged_file_move_it_aside_once(fake, recipe_file, prompts, tmp_path):
+    fake.rules = [("CRITIC_", {"agree": True})]
+    recipe, inputs, cache_dir = recipe_file(MINI), prompts([f"prompt {i}" for i in range(8)]), tmp_path / "c"
+    _run(recipe, inputs, tmp_path / "a.jsonl", cache_dir)
+    gc.collect()
+    _not_a_database(cache_dir / "stages" / "cache.db")
+    script = tmp_path / "cli.py"
+    script.write_text(_CLI_WITH_FAKE)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = [subprocess.Popen([sys.executable, str(script), "run", str(recipe), "-i", str(inputs), "--model",
+                               "default=fake:test", "--cache-dir", str(cache_dir), "--workers", "2",
+                               "-o", str(tmp_path / f"o{i}.jsonl")], env=env, stderr=subprocess.PIPE, text=True)
+             for i in range(3)]
+    errs = [proc.communicate(timeout=300)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], errs
+    for i in range(3):
+        assert {r["status"] for r in read_jsonl(tmp_path / f"o{i}.jsonl")} == {"ok"}
+    assert len([p for p in cache_dir.iterdir() if ".corrupt-" in p.name]) == 1
+    warnings = [line for err in errs for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and all("Traceback" not in err for err in errs), errs
+
+
 def test_cache_stats_on_a_damaged_file_moves_it_aside(fake, recipe_file, prompts, tmp_path):
     fake.rules = [("CRITIC_", {"agree": True})]
     _run(recipe_file(MINI), prompts(["alpha"]), tmp_path / "a.jsonl", tmp_path / "c")
