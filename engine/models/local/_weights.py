@@ -242,9 +242,9 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
 def _stat_key(st: os.stat_result) -> dict[str, int]:
     """What says a file is still the one that was hashed, without reading it.
     ctime is in it because a writer can restore mtime (``touch -d``, ``os.utime``)
-    but not ctime: any write, utime, rename or chmod sets it to now. (A change
-    within one tick of the kernel's file clock, a few ms, after the hash
-    cannot be told apart; nothing else can.)"""
+    but not ctime: any write, utime, rename or chmod sets it to now. (Only a
+    change within the same tick of the kernel's file clock, a few ms, as the
+    file's last change before hashing leaves all four as they were.)"""
     return {"inode": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
 
 
