@@ -85,6 +85,8 @@ def _load_chain(path: Path, display: str, seen: list[str]) -> tuple[dict, dict, 
     chain = seen + [display]
     parent_ref = data.get("extends")
     if parent_ref is None:
+        if isinstance(data.get("stages"), dict):
+            return _stage_mapping_as_list(data), _stage_lines_by_index(data, located), chain
         return data, dict(located.lines), chain
     if not isinstance(parent_ref, str):
         file, line = located.where(("extends",))
@@ -125,6 +127,29 @@ def _load_chain(path: Path, display: str, seen: list[str]) -> tuple[dict, dict, 
     if problems:
         raise RecipeError(problems, source=display)
     return merged, merged_lines, chain
+
+
+def _stage_mapping_as_list(data: dict) -> dict:
+    """``stages: {id: stage, ...}`` in a recipe that extends nothing: the same
+    stages as a list, in order, each with its key as ``id`` (checked as list
+    stages are; a value that is not a mapping is reported by the schema)."""
+    stages = [{"id": stage_id, **spec} if isinstance(spec, dict) else spec
+              for stage_id, spec in data["stages"].items()]
+    return {**data, "stages": stages}
+
+
+def _stage_lines_by_index(data: dict, located: Located) -> dict:
+    """The lines of a stage mapping, keyed as the list it becomes."""
+    index = {stage_id: i for i, stage_id in enumerate(data["stages"])}
+    lines = {}
+    for key_path, where in located.lines.items():
+        if key_path[:1] == ("stages",) and len(key_path) >= 2 and key_path[1] in index:
+            lines[("stages", index[key_path[1]]) + key_path[2:]] = where
+            if len(key_path) == 2:
+                lines[("stages", index[key_path[1]], "id")] = where
+        else:
+            lines[key_path] = where
+    return lines
 
 
 def _display(path: Path) -> str:

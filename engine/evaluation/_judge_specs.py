@@ -5,6 +5,12 @@ A judges file goes through the same load path as a recipe: YAML with lines
 -> ``schemas/judges.schema.json`` (every problem at once, with its line) ->
 cross-checks -> typed :class:`JudgeSpec` in a :class:`JudgeSet`. Running the
 judges is :mod:`aidsafe.evaluation._judges`.
+
+A judges file may ``extends:`` another, as a recipe does: the child
+deep-merges over its parent (mappings key by key, lists replaced, ``null``
+deletes: ``judges: {coherence: null}`` drops a judge), is named after its
+file unless it sets ``name:``, and its parent resolves inside ``recipes/`` or
+the child's folder. Errors point at the file and line the value came from.
 """
 
 from __future__ import annotations
@@ -12,12 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from aidsafe._util import paths
 from aidsafe._util.errors import RecipeError, UserError
 from aidsafe._util.hashing import sha256_of
 from aidsafe._util.registry import suggest
+from aidsafe.config._recipe import _merge as merge_over  # the one deep merge of `extends`, shared with recipes
 from aidsafe.config._schema import raise_located, validate_document
 from aidsafe.config._specs import ModelSpec
 from aidsafe.config._yaml import Located, load_yaml_file
@@ -104,14 +109,62 @@ def resolve_judges_path(ref: str | Path) -> Path:
 
 
 def is_judges_file(ref: str | Path) -> bool:
-    """Whether ``ref`` names a judges file (a top-level ``judges:`` mapping)
-    rather than a pipeline recipe, so `aidsafe validate` can check either."""
+    """Whether ``ref`` names a judges file (a top-level ``judges:`` mapping,
+    its own or, for a variant, its parent's) rather than a pipeline recipe,
+    so `aidsafe validate` can check either."""
     try:
         path = resolve_judges_path(ref)
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (UserError, OSError, UnicodeDecodeError, yaml.YAMLError):
+        # the one bounded loader: a deep or huge file is the recipe loader's error to report
+        data = load_yaml_file(path).data
+        if isinstance(data, dict) and "judges" not in data and "extends" in data \
+                and "stages" not in data and "agents" not in data:
+            data = _load_chain(path, _display(path), [])[0]  # a variant that overrides only models or policies
+    except (UserError, OSError):
         return False
     return isinstance(data, dict) and "judges" in data and "stages" not in data
+
+
+def _load_chain(path: Path, display: str, seen: list[str]) -> tuple[dict, dict, list[str]]:
+    """A judges file with its ``extends`` chain merged: (data, lines, chain).
+    Each value's line is that of the file it came from."""
+    located = load_yaml_file(path, display)
+    data = located.data
+    if not isinstance(data, dict):
+        raise RecipeError([f"{display}:1 (top level): expected a mapping with models and judges, found "
+                           f"{type(data).__name__}"], source=display)
+    chain = seen + [display]
+    parent_ref = data.get("extends")
+    if parent_ref is None:
+        return data, dict(located.lines), chain
+    file, line = located.where(("extends",))
+    if not isinstance(parent_ref, str):
+        raise RecipeError([f"{file}:{line} extends: expected a path string such as judges.yaml, found "
+                           f"{type(parent_ref).__name__}"], source=display)
+    base = path.parent
+    if not (base / parent_ref).is_file() and not Path(parent_ref).suffix \
+            and (paths.recipes_dir() / f"{parent_ref}.yaml").is_file():
+        parent_ref = f"{parent_ref}.yaml"  # `extends: judges` names the shipped file
+    if not (base / parent_ref).is_file() and (paths.recipes_dir() / parent_ref).is_file():
+        base = paths.recipes_dir()
+    try:
+        parent_path = paths.resolve_inside(parent_ref, base, [paths.recipes_dir(), path.parent.resolve()],
+                                           "the parent judges file")
+    except UserError as exc:
+        raise RecipeError([f"{file}:{line} extends: {exc}"], source=display) from None
+    parent_display = _display(parent_path)
+    if parent_display in chain:
+        raise RecipeError([f"{file}:{line} extends: an extends cycle {' -> '.join(chain + [parent_display])}; "
+                           "remove one of the `extends:` lines"], source=display)
+    if not parent_path.is_file():
+        raise RecipeError([f"{file}:{line} extends: {parent_ref!r} not found (looked at {parent_path})"],
+                          source=display)
+    parent, lines, chain = _load_chain(parent_path, parent_display, chain)
+    child = {k: v for k, v in data.items() if k != "extends"}
+    child.setdefault("name", path.stem)  # a variant is its own judge set
+    merged = merge_over(parent, child)
+    merged.pop("extends", None)
+    lines.update({k: v for k, v in located.lines.items() if k != ("extends",)})
+    return merged, lines, chain
 
 
 def _problems(data: dict, located: Located) -> list[tuple[tuple, str]]:
@@ -156,10 +209,8 @@ def load_judges(ref: str | Path = "judges") -> JudgeSet:
     Raises :class:`RecipeError` listing every problem with its line."""
     path = resolve_judges_path(ref)
     display = _display(path)
-    located = load_yaml_file(path, display)
-    if not isinstance(located.data, dict):
-        raise RecipeError([f"{display}:1 (top level): expected a mapping with models and judges, found "
-                           f"{type(located.data).__name__}"], source=display)
+    data, lines, _ = _load_chain(path, display, [])
+    located = Located(data=data, lines=lines, file=display)
     validate_document(located, "judges.schema.json")
     data = located.data
     raise_located(_problems(data, located), located, display)
