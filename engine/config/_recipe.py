@@ -179,6 +179,9 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
 
     seen_ids: dict[str, int] = {}
     produced = {"query"}
+    from aidsafe.pipeline._contract import RECORD_FIELDS
+
+    fields = {"query": RECORD_FIELDS["query"]}  # record fields written so far: what conditions and agents can read
     # keys that only some kinds take: role slots (``judge: NAME``) and options
     kind_keys = sorted({key for k in STAGES.names() for key in (*getattr(STAGES.get(k), "slots", {}),
                                                                 *STAGES.get(k).options)} - {"agents", "stop"})
@@ -194,7 +197,9 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
                                                f"known kinds: {', '.join(STAGES.names())}"))
             continue
         kind_cls = STAGES.get(kind)
-        contract = kind_cls.contract
+        problems += _condition_problems(stage, base, "when", fields, agents)
+        stage_contract = contract = kind_cls.contract_for(stage, agents, dict(fields))
+        problems += kind_cls.check_flow(stage, agents, dict(fields))
         # a kind names the key a problem is about, or a path inside the stage as a tuple
         problems += [(base + (key if isinstance(key, tuple) else (key,)), msg)
                      for key, msg in kind_cls.check_spec(stage)]
@@ -204,6 +209,8 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
                 problems.append((base + ("kind",), f"stage {stage_id!r} ({kind}) needs `{need}`, which no earlier "
                                                    f"stage produces; add a {' or '.join(makers)} stage before it"))
         produced |= set(contract.produces)
+        fields.update(kind_cls.writes(stage, agents, stage_contract))
+        problems += _condition_problems(stage, base, "where", fields, agents)
         slots = getattr(kind_cls, "slots", {})
         for key in kind_keys:
             if key in stage and key not in slots and key not in kind_cls.options:
@@ -211,7 +218,8 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
                           if key in getattr(STAGES.get(k), "slots", {}) or key in getattr(STAGES.get(k), "options", ())]
                 problems.append((base + (key,), f"stage kind {kind} takes no `{key}:`; it applies to "
                                                 f"{', '.join(takers)} stages; remove it"))
-        for rel_path, agent_name, contract in kind_cls.agent_refs(stage):
+        for rel_path, agent_name, contract in [(path, name, stage_contract if c is kind_cls.contract else c)
+                                               for path, name, c in kind_cls.agent_refs(stage)]:
             key_path = base + rel_path
             if agent_name not in agents:
                 problems.append((key_path, f"unknown agent {agent_name!r}{suggest(agent_name, list(agents))}; "
@@ -244,6 +252,7 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
                     continue
                 problems += [(fpath + (k,), m) for k, m in FILTERS.get(ftype).check(spec)]
 
+    problems += _output_problems(data.get("output"), fields)
     policy = data.get("policies")
     if isinstance(policy, list):  # written inline: the policy schema, at the recipe's lines
         from aidsafe.config._policies import inline_policy_problems
@@ -260,6 +269,95 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
             problems += [(("policies",), p) for p in exc.problems]
         except UserError as exc:
             problems.append((("policies",), str(exc)))
+    return problems
+
+
+_CONDITION_HELP = ("write e.g. risk == 'high' and severity >= 3 (compare with == != < <= > >=, test with in "
+                   "[...] / not in, combine with and, or, not and parentheses; quote text values)")
+
+
+def _condition_problems(stage: dict, base: PathKey, key: str, fields: dict, agents: dict) -> list[tuple[PathKey, str]]:
+    """A stage's ``when:`` (fields written before it) or ``where:`` (after
+    it): the condition parses, every field it reads exists by then, and a
+    text compared with an ``enum`` field is one of its values."""
+    from aidsafe.pipeline._conditions import ConditionError, ListLit, Literal, Path, comparisons, parse, paths
+
+    text = stage.get(key)
+    if not isinstance(text, str):
+        return []  # absent, or the schema reports it
+    where = base + (key,)
+    try:
+        node = parse(text)
+    except ConditionError as exc:
+        return [(where, f"cannot read the condition {text!r}: {exc}; {_CONDITION_HELP}")]
+    problems = []
+    declared = {name for agent in agents.values() if isinstance(agent, dict)
+                and isinstance(agent.get("outputs"), dict) for name in agent["outputs"]}
+    moment = "before this stage runs" if key == "when" else "once this stage has run"
+    for path in paths(node):
+        parts = path.parts[1:] if path.parts[0] == "extra" and len(path.parts) > 1 else path.parts
+        if parts[0] not in fields:
+            later = f"; {parts[0]!r} is written only by a later stage" if parts[0] in declared else ""
+            problems.append((where, f"unknown field {parts[0]!r} in the condition {text!r}"
+                                    f"{suggest(parts[0], list(fields))}{later}; fields {moment}: "
+                                    f"{', '.join(sorted(fields))}"))
+        elif len(parts) > 1 and fields[parts[0]].type not in ("dict", "list[str]", ""):
+            problems.append((where, f"{'.'.join(path.parts)!r}: {parts[0]!r} is a {fields[parts[0]].type}, it has "
+                                    f"no `.{parts[1]}`; compare {parts[0]!r} itself"))
+    for compare in comparisons(node):
+        sides = (compare.left, compare.right)
+        field_path = next((s for s in sides if isinstance(s, Path) and len(s.parts) == 1), None)
+        spec = fields.get(field_path.parts[0]) if field_path else None
+        if spec is None or not spec.enum:
+            continue
+        values = [s.value for s in sides if isinstance(s, Literal)]
+        values += [i.value for s in sides if isinstance(s, ListLit) for i in s.items]
+        for value in values:
+            if value not in spec.enum:
+                problems.append((where, f"{spec.name!r} is one of {', '.join(spec.enum)}; {value!r} never matches"
+                                        f"{suggest(str(value), list(spec.enum))}"))
+    return problems
+
+
+def _output_problems(output: Any, fields: dict) -> list[tuple[PathKey, str]]:
+    """``output: {fields, rename}`` name fields an output record has (its
+    keys, or a declared agent/``predict`` output) and renames do not collide."""
+    from aidsafe.pipeline._contract import ALWAYS_KEPT, OUTPUT_KEYS
+
+    if not isinstance(output, dict):
+        return []
+    known = list(OUTPUT_KEYS) + [f for f in fields if f not in OUTPUT_KEYS and f not in ("query", "thoughts")]
+    aliases = {"thoughts": "cot", "query": "prompt"}
+    problems: list[tuple[PathKey, str]] = []
+    listed = output.get("fields") if isinstance(output.get("fields"), list) else None
+
+    def unknown(name: str) -> str:
+        hint = f"; the record calls it {aliases[name]!r}" if name in aliases else suggest(name, known)
+        return f"no output field {name!r}{hint}; fields: {', '.join(known)}"
+
+    for i, name in enumerate(listed or []):
+        if isinstance(name, str) and name not in known:
+            problems.append((("output", "fields", i), unknown(name)))
+    rename = output.get("rename") if isinstance(output.get("rename"), dict) else {}
+    kept = set(listed) | set(ALWAYS_KEPT) | {"id", "index", "status"} if listed is not None else set(OUTPUT_KEYS)
+    targets = [n for n in rename.values() if isinstance(n, str)]
+    for old, new in rename.items():
+        where = ("output", "rename", old)
+        if old in ALWAYS_KEPT:
+            problems.append((where, f"{old!r} cannot be renamed: resume and every reader of a run rely on it; "
+                                    "remove it from `rename:`"))
+        elif old not in known:
+            problems.append((where, unknown(old)))
+        elif old not in kept:
+            problems.append((where, f"{old!r} is not in `output.fields`; add it there (a declared output is "
+                                    "lifted out of `extra` only when listed) or remove the rename"))
+        elif not isinstance(new, str) or not new:
+            problems.append((where, f"rename {old!r} to a non-empty name, found {new!r}"))
+        elif new != old and new in kept and new not in rename:
+            problems.append((where, f"renaming {old!r} to {new!r} collides with the record's own {new!r}; "
+                                    "pick another name, or rename that one too"))
+        elif targets.count(new) > 1:
+            problems.append((where, f"two fields are renamed to {new!r}; give each its own name"))
     return problems
 
 
@@ -288,12 +386,7 @@ def _build(path: Path, data: dict, located: Located, chain: list[str]) -> Recipe
     models = {name: ModelSpec.from_dict(name, spec) for name, spec in data["models"].items()}
     agents = {}
     for name, spec in data["agents"].items():
-        outputs = {}
-        for out_name, out in (spec.get("outputs") or {}).items():
-            if isinstance(out, str):
-                outputs[out_name] = FieldSpec(out_name, "str", out)
-            else:
-                outputs[out_name] = FieldSpec(out_name, out.get("type", ""), out.get("desc", ""))
+        outputs = {out_name: FieldSpec.from_yaml(out_name, out) for out_name, out in (spec.get("outputs") or {}).items()}
         inputs = tuple(spec["inputs"]) if spec.get("inputs") is not None else None
         agents[name] = AgentSpec(name=name, instructions=spec["instructions"].strip(),
                                  model=spec.get("model", "default"), inputs=inputs, outputs=outputs,

@@ -22,6 +22,16 @@ class FieldSpec:
     name: str
     type: str = "str"
     desc: str = ""
+    enum: tuple[str, ...] = ()  # the allowed values of a str field (the answer must be one of them)
+
+    @classmethod
+    def from_yaml(cls, name: str, value: "str | dict") -> "FieldSpec":
+        """A field as a recipe declares it: a description string, or
+        ``{type, desc, enum}``."""
+        if isinstance(value, str):
+            return cls(name, "str", value)
+        return cls(name, value.get("type") or ("str" if value.get("enum") else ""), value.get("desc", ""),
+                   tuple(value.get("enum") or ()))
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,15 @@ optimizers can tune it like any hand-written program.
 from __future__ import annotations
 
 from typing import Any
+from typing import Literal as LiteralType
 
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
 from aidsafe._util.errors import OutputParseError
-from aidsafe.config._specs import AgentSpec
+from aidsafe.config._specs import AgentSpec, FieldSpec
 from aidsafe.models._engine import parse_attempt, watch_truncation
-from aidsafe.pipeline._contract import Contract, order_inputs
+from aidsafe.pipeline._contract import Contract, answer_name, order_inputs
 
 PY_TYPES = {"str": str, "list[str]": list[str], "bool": bool, "int": int, "float": float, "dict": dict}
 
@@ -36,6 +37,15 @@ def neutralize(value: Any) -> Any:
     return value
 
 
+def field_type(spec: FieldSpec) -> Any:
+    """The Python annotation of a declared field: a ``str`` with ``enum``
+    values is a ``Literal`` (JSON-schema constrained where the backend
+    supports it; any other answer is a parse error, retried)."""
+    if spec.enum:
+        return LiteralType[tuple(spec.enum)]
+    return PY_TYPES[spec.type or "str"]
+
+
 def build_signature(spec: AgentSpec, contract: Contract, layout: str = "stable_first") -> type[dspy.Signature]:
     """The agent's DSPy signature: contract inputs it reads (in the order of
     the prompt ``layout``), contract outputs (descriptions overridable in YAML)
@@ -43,14 +53,15 @@ def build_signature(spec: AgentSpec, contract: Contract, layout: str = "stable_f
     fields: dict[str, tuple[type, Any]] = {}
     for name in order_inputs(spec.inputs if spec.inputs is not None else contract.default_inputs, layout):
         doc = contract.inputs[name]
-        fields[name] = (PY_TYPES[doc.type], dspy.InputField(desc=doc.desc))
+        fields[name] = (PY_TYPES[doc.type or "str"], dspy.InputField(desc=doc.desc))
+    inputs = set(fields)
     for name, doc in contract.outputs.items():
         own = spec.outputs.get(name)
         desc = own.desc if own is not None and own.desc else doc.desc
-        fields[name] = (PY_TYPES[doc.type], dspy.OutputField(desc=desc))
+        fields[answer_name(name, inputs)] = (field_type(doc), dspy.OutputField(desc=desc))
     for name, own in spec.outputs.items():
         if name not in contract.outputs:
-            fields[name] = (PY_TYPES[own.type or "str"], dspy.OutputField(desc=own.desc))
+            fields[answer_name(name, inputs)] = (field_type(own), dspy.OutputField(desc=own.desc))
     class_name = "".join(part.capitalize() for part in spec.name.replace("-", "_").split("_")) or "Agent"
     return dspy.make_signature(fields, spec.instructions, signature_name=class_name)
 

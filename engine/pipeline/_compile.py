@@ -21,6 +21,7 @@ from aidsafe.config._specs import Recipe
 from aidsafe.models._engine import ModelHandle, UsageMeter, metering
 from aidsafe.pipeline._agents import Agent
 from aidsafe.pipeline.stages import STAGES, Stage, StageContext
+from aidsafe.pipeline.stages._base import dataflow
 from aidsafe.store._cache import Cache
 
 STAGE_KEY_VERSION = 1
@@ -34,6 +35,7 @@ class RecordRun:
     stage_info: dict = field(default_factory=dict)  # stage id -> {cached, seconds, usage}
     filtered: str | None = None
     usage: UsageMeter = field(default_factory=UsageMeter)
+    skipped: list = field(default_factory=list)  # [{stage, when}] for stages whose `when:` was false
 
 
 class Program(dspy.Module):
@@ -55,12 +57,14 @@ class Program(dspy.Module):
         self.stages: dict[str, Stage] = {}
         self.agents: dict[str, Agent] = {}
         self._components: dict[str, dict] = {}
-        for spec in recipe.stages:
+        flows = dataflow([s.raw for s in recipe.stages], recipe.data.get("agents", {}))
+        for spec, flow in zip(recipe.stages, flows):
             kind = STAGES.get(spec.kind)
             agents = {}
             for name in spec.agent_names():
                 agent_spec = recipe.agents[name]
-                agents[name] = Agent(agent_spec, kind.contract, models[agent_spec.model].lm,
+                # the stage's own contract (a predict stage's depends on its agent and the fields before it)
+                agents[name] = Agent(agent_spec, flow.contract, models[agent_spec.model].lm,
                                      recipe.max_parse_retries, recipe.prompt_layout)
             built = kind(spec, agents)
             self.stages[spec.id] = built
@@ -104,7 +108,8 @@ class Program(dspy.Module):
             sees_policies |= "policies" in agent.input_names
         return {
             "kind": f"{stage.kind}@v{stage.version}",
-            "spec": sha256_of(stage.spec.raw),
+            # `when:`/`where:` decide whether a stage runs or a record is kept, not what the stage writes
+            "spec": sha256_of({k: v for k, v in stage.spec.raw.items() if k not in ("when", "where")}),
             "agents": agents,
             "policies": self.policies.hash if sees_policies else None,
             "adapter": self.recipe.adapter,
@@ -124,6 +129,9 @@ class Program(dspy.Module):
         cache = self.cache if use_stage_cache else None
         with metering(run.usage), dspy.context(adapter=self.adapter):
             for stage in self.stage_modules():
+                if stage.when is not None and not stage.when.holds(state):
+                    run.skipped.append({"stage": stage.spec.id, "when": stage.when.text})
+                    continue
                 key = components = hit = None
                 if cache is not None:
                     key, components = self.stage_key(stage, state)
@@ -156,6 +164,10 @@ class Program(dspy.Module):
                 run.stage_info[stage.spec.id] = {"cached": cached, "seconds": seconds, "usage": usage}
                 if filtered:
                     run.filtered = f"stage {stage.spec.id}: {filtered}"
+                    break
+                if stage.where is not None and not stage.where.holds(state):
+                    run.filtered = (f"stage {stage.spec.id}: where {stage.where.text!r} is false "
+                                    f"({stage.where.explain(state)})")
                     break
         return run
 

@@ -38,6 +38,33 @@ INPUT_DOCS = {
 }
 
 
+# Record fields the built-in kinds write, with their types: what `when:`,
+# `where:` and a `predict` agent's `inputs:` can read once a stage that
+# `produces` them has run. A name not here is a declared agent output, kept in
+# `record.extra` and read by its bare name.
+RECORD_FIELDS = {
+    **{k: INPUT_DOCS[k] for k in ("query", "intents", "thoughts", "response")},
+    "deliberation": FieldSpec("deliberation", "dict", "The deliberation: stop_reason, rounds, turns, changed, log."),
+    "gate": FieldSpec("gate", "dict", "The quality gate: passed, scores (judge -> 1-5), checks."),
+    "preference": FieldSpec("preference", "dict", "The preference pair: chosen, rejected, belief, scores."),
+    "refinement": FieldSpec("refinement", "dict", "What the refiner ignored, and notes."),
+}
+# Names a `predict` stage cannot write: the run's bookkeeping and fields whose
+# shape other stages rely on. It may write intents, thoughts and response.
+RESERVED_FIELDS = ("id", "index", "status", "prompt", "cot", "error", "filtered_reason", "provenance", "meta",
+                   "extra", "policies", "round", "transcript", "query", "deliberation", "gate", "preference",
+                   "refinement", "removed", "initial", "all_thoughts", "stop_reason")
+WRITABLE_FIELDS = ("intents", "thoughts", "response")
+# The keys of an output record (runtime/_process.py builds it), for `output:
+# {fields, rename}`; a declared agent or predict output may be listed too
+# (lifted out of `extra`). The bookkeeping keys are always kept, as they are:
+# resume, summaries and every reader of a run need them.
+OUTPUT_KEYS = ("id", "index", "status", "prompt", "intents", "cot", "response", "deliberation", "stop_reason",
+               "initial", "all_thoughts", "removed", "extra", "refinement", "gate", "preference", "meta",
+               "filtered_reason", "error", "provenance")
+ALWAYS_KEPT = ("id", "index", "status", "filtered_reason", "error", "provenance")
+
+
 # Inputs whose value is the same for every record of a run. Prompts are laid
 # out stable-first: instructions, field descriptions, demos, then these, and
 # only then the record's own values, so llama.cpp slots, vLLM's prefix cache
@@ -49,6 +76,13 @@ STABLE_INPUTS = ("policies",)
 VOLATILE_INPUTS = ("transcript",)
 
 LAYOUTS = ("stable_first", "query_first")
+
+
+def answer_name(name: str, inputs: set[str] | list[str]) -> str:
+    """The signature name of output ``name``: an agent that reads and writes
+    the same field (a reviser reading and rewriting ``response``) answers it
+    as ``revised_<name>``, since one signature cannot have both."""
+    return f"revised_{name}" if name in inputs else name
 
 
 def order_inputs(names: list[str] | tuple[str, ...], layout: str = "stable_first") -> list[str]:

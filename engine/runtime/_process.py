@@ -17,6 +17,7 @@ from aidsafe._util.paths import default_cache_dir
 from aidsafe.config import Recipe, load_recipe
 from aidsafe.models._engine import ModelUsage, UsageMeter, build_models, metering
 from aidsafe.pipeline._compile import Program, compile_recipe
+from aidsafe.pipeline._contract import ALWAYS_KEPT
 from aidsafe.runtime._records import InputRecord
 from aidsafe.store._cache import Cache
 
@@ -111,7 +112,29 @@ def build_record(item: InputRecord, program: Program, run=None, error: dict | No
         "stages": stages,
         "engine": f"aidsafe {__version__}",
     }
-    return record
+    if run is not None and run.skipped:
+        record["provenance"]["skipped"] = run.skipped
+    return select_fields(record, recipe.output)
+
+
+def select_fields(record: dict, output: dict) -> dict:
+    """Apply the recipe's ``output: {fields, rename}``: keep the listed
+    fields in their order (a declared agent or ``predict`` output is lifted
+    out of ``extra``; a listed field the record lacks is null), then rename.
+    The bookkeeping keys (id, index, status, filtered_reason, error,
+    provenance) are always kept as they are."""
+    fields, rename = output.get("fields"), output.get("rename") or {}
+    if fields is None and not rename:
+        return record
+    if fields is not None:
+        extra = record.get("extra") or {}
+        out = {k: record[k] for k in ("id", "index", "status")}
+        for name in fields:
+            if name not in ALWAYS_KEPT:
+                out[name] = record[name] if name in record else extra.get(name)
+        out.update({k: record[k] for k in ALWAYS_KEPT if k in record and k not in out})
+        record = out
+    return {rename.get(k, k): v for k, v in record.items()}
 
 
 @dataclass

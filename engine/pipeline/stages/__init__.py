@@ -12,6 +12,7 @@ from aidsafe.pipeline.stages import (  # noqa: F401  (importing registers the bu
     _gate,
     _generate,
     _pair,
+    _predict,
     _refine,
     _respond,
 )

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from aidsafe._util.registry import Registry
-from aidsafe.config._specs import StageSpec
-from aidsafe.pipeline._contract import Contract
+from aidsafe.config._specs import FieldSpec, StageSpec
+from aidsafe.pipeline._conditions import Condition
+from aidsafe.pipeline._contract import RECORD_FIELDS, Contract
 
 if TYPE_CHECKING:  # pragma: no cover
     from aidsafe.pipeline._agents import Agent
@@ -82,6 +83,9 @@ class Stage:
 
     def __init__(self, spec: StageSpec, agents: dict[str, Agent]):
         self.spec = spec
+        # `when:` (run only if) and `where:` (keep the record only if), checked by the loader
+        self.when = Condition.parse(spec.raw["when"]) if spec.raw.get("when") is not None else None
+        self.where = Condition.parse(spec.raw["where"]) if spec.raw.get("where") is not None else None
         self.filters_before = [FILTERS.get(f["type"])(f) for f in spec.filters["before"]]
         self.filters_after = [FILTERS.get(f["type"])(f) for f in spec.filters["after"]]
 
@@ -111,6 +115,38 @@ class Stage:
         refs += [((slot,), raw[slot], contract) for slot, contract in getattr(cls, "slots", {}).items()
                  if isinstance(raw.get(slot), str)]
         return refs
+
+    @classmethod
+    def contract_for(cls, raw: dict, agents: dict, fields: dict[str, FieldSpec]) -> Contract:
+        """The contract of this stage mapping, given the recipe's ``agents:``
+        mappings and the record ``fields`` earlier stages write (name ->
+        FieldSpec). Default: the kind's ``contract``; ``predict`` builds one
+        from its agent's declared ``inputs:`` and ``outputs:``. The loader
+        checks the stage's agents against it and the compiler builds them
+        with it."""
+        return cls.contract
+
+    @classmethod
+    def check_flow(cls, raw: dict, agents: dict, fields: dict[str, FieldSpec]) -> list[tuple[tuple, str]]:
+        """Checks that need the record fields earlier stages write:
+        ``(path from the recipe's top, message)`` pairs."""
+        return []
+
+    @classmethod
+    def writes(cls, raw: dict, agents: dict, contract: Contract) -> dict[str, FieldSpec]:
+        """Record fields this stage writes: its contract's ``produces`` and
+        the extra outputs its ``agent:``/``agents:`` declare (kept in
+        ``record.extra``, read by their bare name)."""
+        out = {name: RECORD_FIELDS.get(name) or contract.outputs.get(name) or FieldSpec(name, "str")
+               for name in contract.produces}
+        for path, name, _ in cls.agent_refs(raw):
+            agent = agents.get(name) if path[0] in ("agent", "agents") else None
+            outputs = agent.get("outputs") if isinstance(agent, dict) else None
+            for out_name, value in (outputs if isinstance(outputs, dict) else {}).items():
+                if out_name not in contract.outputs and isinstance(value, (str, dict)):
+                    field_spec = FieldSpec.from_yaml(out_name, value)
+                    out[out_name] = FieldSpec(out_name, field_spec.type or "str", field_spec.desc, field_spec.enum)
+        return out
 
     def agent_modules(self) -> list[Agent]:
         """The agents this stage calls (the compiler registers them with the program)."""
@@ -147,6 +183,30 @@ class Stage:
             if reason:
                 return thoughts, reason
         return thoughts, None
+
+
+@dataclass(frozen=True)
+class StageFlow:
+    """What one stage sees and leaves: the record fields ``reads`` before it
+    runs (name -> FieldSpec), its resolved ``contract``, the fields it ``writes``."""
+
+    reads: dict
+    contract: Contract
+    writes: dict
+
+
+def dataflow(stages: list[dict], agents: dict) -> list[StageFlow]:
+    """The record fields before and after each stage of a (validated)
+    recipe's ``stages:``, in order; ``agents`` are the ``agents:`` mappings."""
+    fields = {"query": RECORD_FIELDS["query"]}
+    flows = []
+    for raw in stages:
+        kind = STAGES.get(raw["kind"])
+        contract = kind.contract_for(raw, agents, dict(fields))
+        writes = kind.writes(raw, agents, contract)
+        flows.append(StageFlow(dict(fields), contract, writes))
+        fields.update(writes)
+    return flows
 
 
 class SingleAgentStage(Stage):

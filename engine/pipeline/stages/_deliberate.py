@@ -72,7 +72,7 @@ class Deliberate(Stage):
                                           "If you do not agree: the corrected response to the user. "
                                           "If you agree: an empty string."),
         },
-        produces=("thoughts", "response"),
+        produces=("thoughts", "response", "deliberation"),
     )
 
     options = ("agents", "stop")

@@ -13,8 +13,9 @@ class FilterStage(Stage):
     @classmethod
     def check_spec(cls, raw):
         problems = super().check_spec(raw)
-        if not raw.get("filters"):
-            problems.append(("kind", "a filter stage needs `filters:`, e.g. [{type: dedupe}]"))
+        if not raw.get("filters") and not raw.get("where"):
+            problems.append(("kind", "a filter stage needs `filters:`, e.g. [{type: dedupe}], or a value filter "
+                                     "`where: \"severity >= 3\"`"))
         return problems
 
     def forward(self, state, ctx):

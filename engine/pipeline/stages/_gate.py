@@ -49,8 +49,10 @@ class Gate(Stage):
             "score": FieldSpec("score", "int", f"A single integer from {SCORE_MIN} (fails) to {SCORE_MAX} (passes)."),
         },
         requires=("response",),
+        produces=("gate",),
     )
     options = ("checks",)
+    version = 2  # v2: gate.scores (judge -> score)
 
     @classmethod
     def check_spec(cls, raw):
@@ -116,5 +118,6 @@ class Gate(Stage):
             elif score < minimum:
                 failures.append(f"{agent.spec.name} {score} < {minimum}")
             results.append(entry)
-        gate = {"passed": not failures, "checks": results}
+        # scores by judge, for `when:`/`where:` conditions (gate.scores.policy_judge)
+        gate = {"passed": not failures, "scores": {r["agent"]: r["score"] for r in results}, "checks": results}
         return StageResult({"gate": gate}, filtered=("gate: " + "; ".join(failures)) if failures else None)
