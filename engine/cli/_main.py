@@ -16,6 +16,7 @@ from aidsafe.cli._compare import compare_command
 from aidsafe.cli._diff import diff_command
 from aidsafe.cli._eval import eval_command
 from aidsafe.cli._export import export_command
+from aidsafe.cli._init import init_command
 from aidsafe.cli._optimize import optimize_command
 from aidsafe.cli._run import run_command
 from aidsafe.cli._serve import serve_command
@@ -33,7 +34,7 @@ def main():
 
 # In the order of the original CLI, which `aidsafe --help` lists alphabetically anyway.
 COMMANDS = (validate_command, show_command, run_command, cache_group, serve_command, diff_command, eval_command,
-            bench_command, export_command, optimize_command, compare_command, view_command)
+            bench_command, export_command, optimize_command, compare_command, view_command, init_command)
 
 for _command in COMMANDS:
     main.add_command(_command)

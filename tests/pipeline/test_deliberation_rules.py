@@ -130,7 +130,7 @@ BASE = "stages[2].stop.agreement"
     ("{rule: k_of_n, k: 4}", f"{BASE}.k: k_of_n: k must be between 1 and the number of "
                              "deliberators (3), found 4; lower `k` or add agents"),
     ("{rule: majority, k: 2}", f"{BASE}.k: `k` applies to the consecutive and k_of_n rule(s) only; "
-                               "remove it for `majority`"),
+                               "remove it for `majority` (`k: null` in a recipe that extends one that sets it)"),
     ("{rule: moderator}", f"{BASE}: the moderator rule needs `agent: NAME`, the agent that reads "
                           "each round and decides to stop or go on, e.g. agreement: {rule: moderator, agent: "
                           "moderator}"),
@@ -138,7 +138,8 @@ BASE = "stages[2].stop.agreement"
                                            "'moderator'?; declared agents: analyst, thinker, critic_a, critic_b, "
                                            "critic_c, moderator, refiner"),
     ("{rule: majority, agent: moderator}", f"{BASE}.agent: `agent` applies to the moderator rule(s) "
-                                           "only; remove it for `majority`"),
+                                           "only; remove it for `majority` (`agent: null` in a recipe that extends one "
+                                           "that sets it)"),
 ])
 def test_a_wrong_agreement_rule_is_an_error_with_its_line(rule, expected, recipe_file):
     path = recipe_file(with_rule(f"agreement: {rule}"))
@@ -164,3 +165,17 @@ def test_a_moderator_reads_only_what_a_moderator_is_offered(recipe_file):
 def test_every_rule_validates_and_shows(rule, recipe_file):
     recipe = aidsafe.load_recipe(recipe_file(with_rule(f"agreement: {rule}")))
     assert recipe.stage("deliberation").stop["agreement"]["rule"] in rule
+
+
+def test_a_variant_switches_rules_by_dropping_the_parents_k(recipe_file):
+    ok = recipe_file("extends: aidsafe.yaml\nstages:\n  deliberation:\n    stop: {agreement: {rule: majority, k: null}}\n",
+                     "ok.yaml")
+    assert aidsafe.load_recipe(ok).stage("deliberation").stop["agreement"] == {"rule": "majority"}
+    kept = recipe_file("extends: aidsafe.yaml\nstages:\n  deliberation:\n    stop: {agreement: {rule: majority}}\n",
+                       "kept.yaml")
+    with pytest.raises(aidsafe.RecipeError) as info:
+        aidsafe.load_recipe(kept)
+    [problem] = info.value.problems
+    assert problem.startswith("recipes/aidsafe.yaml:") and problem.endswith(
+        "stages[2].stop.agreement.k: `k` applies to the consecutive and k_of_n rule(s) only; remove it for "
+        "`majority` (`k: null` in a recipe that extends one that sets it)")

@@ -94,7 +94,8 @@ class Deliberate(Stage):
             if key in agreement and key not in RULES[rule]:
                 takers = [r for r, keys in RULES.items() if key in keys]
                 problems.append((where + (key,), f"`{key}` applies to the {' and '.join(takers)} rule(s) only; "
-                                                 f"remove it for `{rule}`"))
+                                                 f"remove it for `{rule}` (`{key}: null` in a recipe that "
+                                                 "extends one that sets it)"))
         agents = raw.get("agents") if isinstance(raw.get("agents"), list) else []
         if rule == "k_of_n":
             k = agreement.get("k")
