@@ -193,10 +193,11 @@ def test_invalid_constructs_give_the_exact_error_and_line(recipe_file, old, new,
 
 def test_enum_only_for_text_and_when_must_be_a_string(recipe_file):
     text = RECIPE.replace("severity: {type: int, desc: \"1-5.\"}", "severity: {type: int, enum: [a]}") \
-        .replace("when: \"risk == 'high'\"", "when: true")
+        .replace('where: "severity >= 3"', 'where: "severity != null"')
     found = "\n".join(problems(recipe_file, text))
-    assert "recipe.yaml:24 stages[2].when: expected a string" in found or "stages[2].when" in found, found
     assert "recipe.yaml:11 agents.classifier.outputs.severity.enum: `enum:` lists allowed text values" in found
+    found = "\n".join(problems(recipe_file, RECIPE.replace("when: \"risk == 'high'\"", "when: true")))
+    assert "recipe.yaml:24 stages[2].when: expected string, found boolean true" in found, found
 
 
 OUTPUT_INVALID = [
