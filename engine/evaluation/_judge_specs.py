@@ -90,6 +90,20 @@ class JudgeSet:
         return self.judges[name]
 
 
+def _parent_path(parent_ref: str, path: Path) -> Path:
+    """Where ``extends: parent_ref`` in ``path`` points: beside the child, or in
+    ``recipes/`` (``judges.yaml``, or by name: ``judges``); a :class:`UserError`
+    when that is outside both."""
+    base = path.parent
+    if not (base / parent_ref).is_file() and not Path(parent_ref).suffix \
+            and (paths.recipes_dir() / f"{parent_ref}.yaml").is_file():
+        parent_ref = f"{parent_ref}.yaml"  # `extends: judges` names the shipped file
+    if not (base / parent_ref).is_file() and (paths.recipes_dir() / parent_ref).is_file():
+        base = paths.recipes_dir()
+    return paths.resolve_inside(parent_ref, base, [paths.recipes_dir(), path.parent.resolve()],
+                                "the parent judges file")
+
+
 def _display(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(paths.project_root()))
@@ -140,22 +154,19 @@ def _load_chain(path: Path, display: str, seen: list[str]) -> tuple[dict, dict, 
     if not isinstance(parent_ref, str):
         raise RecipeError([f"{file}:{line} extends: expected a path string such as judges.yaml, found "
                            f"{type(parent_ref).__name__}"], source=display)
-    base = path.parent
-    if not (base / parent_ref).is_file() and not Path(parent_ref).suffix \
-            and (paths.recipes_dir() / f"{parent_ref}.yaml").is_file():
-        parent_ref = f"{parent_ref}.yaml"  # `extends: judges` names the shipped file
-    if not (base / parent_ref).is_file() and (paths.recipes_dir() / parent_ref).is_file():
-        base = paths.recipes_dir()
     try:
-        parent_path = paths.resolve_inside(parent_ref, base, [paths.recipes_dir(), path.parent.resolve()],
-                                           "the parent judges file")
+        parent_path = _parent_path(parent_ref, path)
+        found = parent_path.is_file()
     except UserError as exc:
         raise RecipeError([f"{file}:{line} extends: {exc}"], source=display) from None
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
+        raise RecipeError([f"{file}:{line} extends: {parent_ref!r} is not a usable file name ({exc}); "
+                           "give the parent judges file's name"], source=display) from None
     parent_display = _display(parent_path)
     if parent_display in chain:
         raise RecipeError([f"{file}:{line} extends: an extends cycle {' -> '.join(chain + [parent_display])}; "
                            "remove one of the `extends:` lines"], source=display)
-    if not parent_path.is_file():
+    if not found:
         raise RecipeError([f"{file}:{line} extends: {parent_ref!r} not found (looked at {parent_path})"],
                           source=display)
     parent, lines, chain = _load_chain(parent_path, parent_display, chain)
