@@ -7,6 +7,7 @@ not a terminal, progress is therefore written as plain lines, one every
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -23,6 +24,15 @@ def is_terminal(stream: TextIO | None = None) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
+
+
+def library_bars_off_in_logs(stream: TextIO | None = None) -> None:
+    """When ``stream`` (default: stderr) is not a terminal, turn off the tqdm
+    bars libraries draw themselves (DSPy's optimizers and evaluations).
+    tqdm reads its ``TQDM_*`` settings once, when it is first imported, so
+    this is called before that; a user's own ``TQDM_DISABLE`` wins."""
+    if not is_terminal(stream) and "tqdm" not in sys.modules:
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 class _Lines:

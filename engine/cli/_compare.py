@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from aidsafe.cli._errors import user_errors
-from aidsafe.cli._options import cache_options, model_overrides
+from aidsafe.cli._options import cache_options, judge_model_options, model_overrides
 from aidsafe.cli._output import emit_result
 
 
@@ -23,8 +23,7 @@ from aidsafe.cli._output import emit_result
               help="Prompts every variant runs on (.jsonl or .csv).")
 @click.option("--judges", default="judges", show_default=True,
               help="Judges file: a path, or a name in recipes/ (judges = recipes/judges.yaml).")
-@click.option("--judge-model", help="Model string replacing every judge model of the judges file.")
-@click.option("--judge-api-base", help="OpenAI-compatible endpoint for --judge-model.")
+@judge_model_options
 @click.option("--metric", "metrics", multiple=True, metavar="NAME",
               help="Only this pointwise judge (repeatable; default: all of them).")
 @click.option("--pairwise", "pairwise", multiple=True, metavar="NAME",
@@ -43,8 +42,8 @@ from aidsafe.cli._output import emit_result
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @cache_options
 @user_errors
-def compare_command(recipes, input_path, judges, judge_model, judge_api_base, metrics, pairwise, limit, out_dir,
-                    models, workers, report_path, json_path, quiet, cache_dir, no_cache):
+def compare_command(recipes, input_path, judges, judge_model, judge_api_base, judge_api_key_env, metrics, pairwise,
+                    limit, out_dir, models, workers, report_path, json_path, quiet, cache_dir, no_cache):
     """Run RECIPES (two or more; files or names in recipes/) on the same
     prompts, judge every output, and compare each variant with the first.
 
@@ -63,7 +62,8 @@ def compare_command(recipes, input_path, judges, judge_model, judge_api_base, me
     result = compare_recipes(recipes, input_path, judges=judges, judge_model=judge_model, metrics=metrics or None,
                              pairwise=pairwise, limit=limit, out_dir=out_dir, model_overrides=model_overrides(models),
                              cache_dir=cache_dir, use_cache=not no_cache, workers=workers,
-                             judge_api_base=judge_api_base, progress=not quiet)
+                             judge_api_base=judge_api_base, judge_api_key_env=judge_api_key_env,
+                             progress=not quiet)
     emit_result(result, "aidsafe compare: " + " vs ".join(v.label for v in result.variants), report_path, json_path,
                 {"input": str(input_path), "judges": str(judges)})
 

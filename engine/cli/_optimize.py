@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from aidsafe.cli._errors import user_errors
-from aidsafe.cli._options import cache_options, model_overrides
+from aidsafe.cli._options import cache_options, judge_model_options, model_overrides
 from aidsafe.cli._output import write_json_summary
 
 
@@ -49,9 +49,13 @@ def _roles(text: str | None) -> list[str] | None:
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.3,
               show_default=True, help="Share of the prompts held out to measure the metric before and after.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and of the optimizer.")
-@click.option("--judge-model", help="Model string replacing every judge model of the judges file.")
+@judge_model_options
 @click.option("--prompt-model", help="Model that writes instructions (mipro) or reflects (gepa); default: "
                                      "--judge-model, else the judges file's model.")
+@click.option("--prompt-api-base", help="OpenAI-compatible endpoint for the prompt model (default: the judges' "
+                                        "endpoint when the prompt model is the judge model).")
+@click.option("--prompt-api-key-env", metavar="VAR",
+              help="Environment variable holding the prompt model's API key (its name, never the key).")
 @click.option("--model", "models", multiple=True, metavar="NAME=MODEL",
               help="Override a model of the recipe, e.g. --model default=local:smoke.")
 @click.option("--max-demos", type=click.IntRange(min=0), default=2, show_default=True,
@@ -74,8 +78,9 @@ def _roles(text: str | None) -> list[str] | None:
 @cache_options
 @user_errors
 def optimize_command(recipe, trainset, out_dir, metric, optimizer, roles, val_fraction, seed, judge_model,
-                     prompt_model, models, max_demos, threshold, trials, candidates, field, id_field, limit, workers,
-                     force, json_path, quiet, cache_dir, no_cache):
+                     judge_api_base, judge_api_key_env, prompt_model, prompt_api_base, prompt_api_key_env, models,
+                     max_demos, threshold, trials, candidates, field, id_field, limit, workers, force, json_path,
+                     quiet, cache_dir, no_cache):
     """Tune RECIPE's agents (instructions and demos) with a DSPy optimizer,
     judged by LLM judges, and save them as data in --out.
 
@@ -85,11 +90,16 @@ def optimize_command(recipe, trainset, out_dir, metric, optimizer, roles, val_fr
     agent: instructions and demos, readable and diffable) and
     --out/meta.json (optimizer, metric, scores, recipe hash, date).
     """
+    from aidsafe._util.progress import library_bars_off_in_logs
+
+    library_bars_off_in_logs()  # before DSPy (and so tqdm) is imported
     from aidsafe.evaluation._report import to_markdown
     from aidsafe.tools._optimize import OptimizeOptions, optimize
 
     options = OptimizeOptions(optimizer=optimizer, metric=metric, roles=_roles(roles), val_fraction=val_fraction,
-                              seed=seed, judge_model=judge_model, prompt_model=prompt_model,
+                              seed=seed, judge_model=judge_model, judge_api_base=judge_api_base,
+                              judge_api_key_env=judge_api_key_env, prompt_model=prompt_model,
+                              prompt_api_base=prompt_api_base, prompt_api_key_env=prompt_api_key_env,
                               model_overrides=model_overrides(models), max_demos=max_demos, threshold=threshold,
                               trials=trials, candidates=candidates, field=field, id_field=id_field, limit=limit,
                               workers=workers, cache_dir=cache_dir, use_cache=not no_cache, force=force)

@@ -17,6 +17,26 @@ def cache_options(func):
     return func
 
 
+def _judge_api_base_option():
+    return click.option("--judge-api-base", help="OpenAI-compatible endpoint for --judge-model.")
+
+
+def judge_model_options(func):
+    """Add ``--judge-model``, ``--judge-api-base`` and ``--judge-api-key-env``:
+    the command receives ``judge_model``, ``judge_api_base`` and
+    ``judge_api_key_env`` (each None when not given)."""
+    options = [
+        click.option("--judge-model", help="Model string replacing every judge model of the judges file, e.g. "
+                                           "local:default or openai/gpt-4o-mini."),
+        _judge_api_base_option(),
+        click.option("--judge-api-key-env", metavar="VAR",
+                     help="Environment variable holding the judges' API key (its name, never the key)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def judging_options(func):
     """Add the options ``eval`` and ``bench`` share: ``--judges``,
     ``--judge-api-base``, ``--workers``, ``--report``, ``--json``,
@@ -24,7 +44,7 @@ def judging_options(func):
     options = [
         click.option("--judges", "judges", default="judges", show_default=True,
                      help="Judges file: a path, or a name in recipes/ (judges = recipes/judges.yaml)."),
-        click.option("--judge-api-base", help="OpenAI-compatible endpoint for --judge-model."),
+        _judge_api_base_option(),
         click.option("--workers", type=click.IntRange(min=1), help="Model calls in flight at once (default 1)."),
         click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
                      help="Write a self-contained HTML report (charts need the `report` extra: matplotlib)."),
@@ -46,4 +66,4 @@ def model_overrides(models: tuple[str, ...] | list[str]) -> dict[str, str]:
     return dict(parse_override(m) for m in models)
 
 
-__all__ = ["cache_options", "judging_options", "model_overrides"]
+__all__ = ["cache_options", "judge_model_options", "judging_options", "model_overrides"]

@@ -25,6 +25,9 @@ from aidsafe.cli._options import cache_options, model_overrides
 @click.option("--workers", type=click.IntRange(min=1), help="Records in flight at once (default: the models' concurrency).")
 @click.option("--model", "models", multiple=True, metavar="NAME=MODEL",
               help="Override a model of the recipe, e.g. --model default=local:smoke or default=openai/gpt-4o-mini.")
+@click.option("--api-base", metavar="URL",
+              help="OpenAI-compatible endpoint for every remote model of the recipe (openai/NAME, hosted_vllm/NAME), "
+                   "e.g. http://127.0.0.1:8080/v1 from `aidsafe serve`; local: models are unaffected.")
 @click.option("--plan", is_flag=True, help="Dry run: per stage, records reused from the cache and new LM calls.")
 @click.option("--retry-failed/--keep-failed", default=True, help="On resume, recompute records that failed before (default) or keep them.")
 @click.option("--max-failures", type=click.IntRange(min=0), help="Abort when more than N records fail.")
@@ -34,8 +37,8 @@ from aidsafe.cli._options import cache_options, model_overrides
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @cache_options
 @user_errors
-def run_command(recipe, input_path, output_path, field, id_field, limit, workers, models, plan, retry_failed,
-                max_failures, executor, ray_address, quiet, cache_dir, no_cache):
+def run_command(recipe, input_path, output_path, field, id_field, limit, workers, models, api_base, plan,
+                retry_failed, max_failures, executor, ray_address, quiet, cache_dir, no_cache):
     """Run RECIPE over the prompts in --input, writing one record per prompt."""
     from aidsafe.runtime._records import input_source
     from aidsafe.runtime._run import RunOptions
@@ -43,9 +46,10 @@ def run_command(recipe, input_path, output_path, field, id_field, limit, workers
 
     overrides = model_overrides(models)
     if plan:
-        _plan(recipe, input_path, field, id_field, limit, overrides, cache_dir, no_cache)
+        _plan(recipe, input_path, field, id_field, limit, overrides, cache_dir, no_cache, api_base)
         return
     options = RunOptions(cache_dir=cache_dir, use_cache=not no_cache, workers=workers, model_overrides=overrides,
+                         api_base=api_base,
                          field=field, id_field=id_field, limit=limit, retry_failed=retry_failed,
                          max_failures=max_failures, progress=not quiet, executor=executor, ray_address=ray_address)
     if output_path is None:
@@ -64,7 +68,7 @@ def run_command(recipe, input_path, output_path, field, id_field, limit, workers
         sys.exit(1)
 
 
-def _plan(recipe, input_path, field, id_field, limit, overrides, cache_dir, no_cache) -> None:
+def _plan(recipe, input_path, field, id_field, limit, overrides, cache_dir, no_cache, api_base=None) -> None:
     """``--plan``: per stage, the records the cache serves and the LM calls left."""
     from aidsafe._util.paths import default_cache_dir
     from aidsafe.config._recipe import load_recipe
@@ -75,7 +79,7 @@ def _plan(recipe, input_path, field, id_field, limit, overrides, cache_dir, no_c
 
     loaded = load_recipe(recipe)
     cache = Cache(cache_dir or default_cache_dir(), enabled=not no_cache)
-    models = inspection_models(loaded, overrides, identity="backend", cache=cache)
+    models = inspection_models(loaded, overrides, identity="backend", cache=cache, api_base=api_base)
     program = compile_recipe(loaded, models, cache=cache)
     for line in plan_run(program, input_path, field, id_field, limit).lines():
         click.echo(line)

@@ -317,7 +317,7 @@ def evaluate(paths: Sequence[str | Path], judges: str | Path = "judges", judge_m
              metrics: Sequence[str] | None = None, pairwise: Sequence[str] | None = None,
              output_dir: str | Path | None = None, cache_dir: str | Path | None = None, use_cache: bool = True,
              workers: int | None = None, api_base: str | None = None, progress: bool = False,
-             seed: int = SEED) -> EvalResult:
+             seed: int = SEED, api_key_env: str | None = None) -> EvalResult:
     """Score one or two record files with the pointwise judges (``metrics``,
     default all), write ``*.scored.jsonl`` copies, and summarise. With two
     files, also compare them and run the pairwise judges (``pairwise``,
@@ -343,7 +343,7 @@ def evaluate(paths: Sequence[str | Path], judges: str | Path = "judges", judge_m
             raise UserError(f"--pairwise {name}: judge {name!r} is {judge_set.judges[name].kind}, not pairwise")
     record_sets = [read_records(p) for p in paths]
     cache = Cache(cache_dir or default_cache_dir(), enabled=use_cache)
-    panel = JudgePanel.build(judge_set, cache, judge_model=judge_model, api_base=api_base)
+    panel = JudgePanel.build(judge_set, cache, judge_model=judge_model, api_base=api_base, api_key_env=api_key_env)
     workers = workers or min((h.spec.concurrency or 1) for h in panel.models.values())
     result = EvalResult(files=[str(p) for p in paths], scored_paths=[], summaries=[], judges=panel.identity())
     descriptions = {n: j.description for n, j in judge_set.judges.items()}

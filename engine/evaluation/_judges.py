@@ -307,15 +307,18 @@ class JudgePanel:
 
     @classmethod
     def build(cls, judge_set: JudgeSet, cache: Cache, judge_model: str | None = None,
-              overrides: dict[str, str] | None = None, api_base: str | None = None) -> "JudgePanel":
+              overrides: dict[str, str] | None = None, api_base: str | None = None,
+              api_key_env: str | None = None) -> "JudgePanel":
         """Build every judge model (``judge_model`` replaces all of them,
-        ``overrides`` single ones; ``api_base`` sets the endpoint of replaced ones)."""
+        ``overrides`` single ones; ``api_base`` sets the endpoint of replaced
+        ones, ``api_key_env`` the variable their key is read from)."""
         specs = dict(judge_set.models)
-        if judge_model or api_base:
+        if judge_model or api_base or api_key_env:
             for name, spec in specs.items():
                 # A replaced model does not inherit the file's endpoint.
                 specs[name] = dataclasses.replace(spec, model=judge_model or spec.model,
-                                                  api_base=api_base if judge_model else (api_base or spec.api_base))
+                                                  api_base=api_base if judge_model else (api_base or spec.api_base),
+                                                  api_key_env=api_key_env or spec.api_key_env)
         models = build_models(specs, cache, overrides)
         needs_policies = any("policies" in j.inputs for j in judge_set.judges.values())
         policies = load_policy_set(judge_set.policy_ref, judge_set.path.parent) if needs_policies else None

@@ -203,6 +203,13 @@ class CachingEngine:
         self.cache = cache
         self._slots = threading.BoundedSemaphore(concurrency) if concurrency else None
         self._limiter = RateLimiter(rpm, tpm) if (rpm or tpm) else None
+        # Calls answered (cache hits included) and calls that raised, with
+        # the last error: callers that swallow errors (GEPA's reflection)
+        # can still tell a model that never answered.
+        self.answered = 0
+        self.failed = 0
+        self.last_error: BaseException | None = None
+        self._counts = threading.Lock()
 
     # DSPy reads capability hints from a custom engine (e.g. whether JSON
     # schemas may be sent for constrained decoding): pass the backend's on.
@@ -261,11 +268,17 @@ class CachingEngine:
             request = dataclasses.replace(request, config=dataclasses.replace(request.config, seed=base + sample))
         slot = self._limiter.acquire() if self._limiter is not None else None
         started = time.perf_counter()
-        if self._slots is not None:
-            with self._slots:
+        try:
+            if self._slots is not None:
+                with self._slots:
+                    response = self.inner.complete(request)
+            else:
                 response = self.inner.complete(request)
-        else:
-            response = self.inner.complete(request)
+        except Exception as exc:
+            with self._counts:
+                self.failed += 1
+                self.last_error = exc
+            raise
         seconds = time.perf_counter() - started
         if slot is not None:
             usage = response.usage
@@ -281,6 +294,8 @@ class CachingEngine:
         return response
 
     def _account(self, response: Response, seconds: float, cached: bool) -> None:
+        with self._counts:
+            self.answered += 1
         usage = response.usage
         entry = ModelUsage(calls=1, cached_calls=int(cached),
                            input_tokens=getattr(usage, "input_tokens", 0) or 0,
@@ -442,18 +457,26 @@ def backend_for(spec: ModelSpec) -> Any:
     """The uncached engine a model spec names: ``local:``, ``fake:``, a
     plugin's ``NAME:`` (entry point group ``aidsafe.backends``), else a
     remote model string for DSPy's clients (``openai/...``, ``hosted_vllm/...``)."""
-    scheme, colon, _ = spec.model.partition(":")
     if spec.model.startswith("local:"):
         return _local_engine(spec)
-    if colon and "/" not in scheme and scheme != "fake" and scheme in BACKENDS:
-        return BACKENDS.get(scheme)(spec)
     if spec.model.startswith("fake:"):
         name = spec.model.split(":", 1)[1]
         if name not in _ENGINE_FACTORIES:
             raise ModelError(f"model {spec.name!r}: no in-process engine named {name!r} is registered "
                              "(fake:NAME models exist only in tests and benchmarks)")
         return _ENGINE_FACTORIES[name](spec)
+    if not is_remote(spec.model):
+        return BACKENDS.get(spec.model.partition(":")[0])(spec)
     return RemoteEngine(spec)
+
+
+def is_remote(model: str) -> bool:
+    """Whether a model string is sent to a server by DSPy's clients (not
+    ``local:``, ``fake:`` or a plugin backend's ``NAME:``)."""
+    if model.startswith(("local:", "fake:")):
+        return False
+    scheme, colon, _ = model.partition(":")
+    return not (colon and "/" not in scheme and scheme in BACKENDS)
 
 
 def model_identity(spec: ModelSpec, backend: Any) -> dict:
@@ -483,8 +506,10 @@ def parse_override(text: str) -> tuple[str, str]:
     return name.strip(), model.strip()
 
 
-def apply_overrides(specs: dict[str, ModelSpec], overrides: dict[str, str] | None) -> dict[str, ModelSpec]:
-    """``specs`` with model strings replaced by ``--model NAME=MODEL`` overrides."""
+def apply_overrides(specs: dict[str, ModelSpec], overrides: dict[str, str] | None,
+                    api_base: str | None = None) -> dict[str, ModelSpec]:
+    """``specs`` with model strings replaced by ``--model NAME=MODEL``
+    overrides, then every remote model pointed at ``api_base`` (``--api-base``)."""
     overrides = dict(overrides or {})
     unknown = [n for n in overrides if n not in specs]
     if unknown:
@@ -492,8 +517,18 @@ def apply_overrides(specs: dict[str, ModelSpec], overrides: dict[str, str] | Non
 
         raise ModelError(f"--model names {unknown[0]!r}, which is not in the recipe's models"
                          f"{suggest(unknown[0], list(specs))}; models: {', '.join(specs)}")
-    return {name: dataclasses.replace(spec, model=overrides[name]) if name in overrides else spec
-            for name, spec in specs.items()}
+    specs = {name: dataclasses.replace(spec, model=overrides[name]) if name in overrides else spec
+             for name, spec in specs.items()}
+    if api_base:
+        remote = [name for name, spec in specs.items() if is_remote(spec.model)]
+        if not remote:
+            raise ModelError(f"--api-base {api_base}: no model is remote ("
+                             + ", ".join(f"{n}: {s.model}" for n, s in specs.items())
+                             + "); it points remote models (openai/NAME, hosted_vllm/NAME) at a server, e.g. "
+                             f"--model default=openai/NAME --api-base {api_base}")
+        specs = {name: dataclasses.replace(spec, api_base=api_base) if name in remote else spec
+                 for name, spec in specs.items()}
+    return specs
 
 
 # Sampling parameters a spec may set on its ``dspy.LM`` (they go into call keys).
@@ -518,7 +553,9 @@ def make_handle(spec: ModelSpec, backend: Any, cache: Cache, *, name: str | None
     return ModelHandle(spec=spec, lm=lm, engine=engine)
 
 
-def build_models(specs: dict[str, ModelSpec], cache: Cache, overrides: dict[str, str] | None = None) -> dict[str, ModelHandle]:
-    """Build every model in ``specs`` (``overrides`` replaces model strings)."""
+def build_models(specs: dict[str, ModelSpec], cache: Cache, overrides: dict[str, str] | None = None,
+                 api_base: str | None = None) -> dict[str, ModelHandle]:
+    """Build every model in ``specs`` (``overrides`` replaces model strings,
+    ``api_base`` the endpoint of every remote model)."""
     return {name: make_handle(spec, backend_for(spec), cache, name=name)
-            for name, spec in apply_overrides(specs, overrides).items()}
+            for name, spec in apply_overrides(specs, overrides, api_base).items()}

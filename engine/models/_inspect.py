@@ -29,7 +29,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from aidsafe.config._specs import ModelSpec, Recipe
-from aidsafe.models._engine import ModelHandle, apply_overrides, backend_for, make_handle, model_identity
+from aidsafe.models._engine import (
+    ModelHandle,
+    apply_overrides,
+    backend_for,
+    endpoint_from_env,
+    make_handle,
+    model_identity,
+)
 from aidsafe.store._cache import Cache
 
 IDENTITY_MODES = ("spec", "backend")
@@ -70,14 +77,16 @@ def spec_identity(spec: ModelSpec) -> dict:
                 "repeat_penalty": spec.repeat_penalty or _LOCAL_REPEAT_PENALTY}
     if spec.model.startswith("fake:"):
         return {"backend": "fake", "model": spec.model}
-    return {"backend": "remote", "model": spec.model, "api_base": spec.api_base or "(provider default)"}
+    return {"backend": "remote", "model": spec.model,
+            "api_base": spec.api_base or endpoint_from_env(spec.model) or "(provider default)"}
 
 
 def inspection_models(recipe: Recipe, overrides: dict[str, str] | None = None, *, identity: str = "spec",
-                      cache: Cache | None = None) -> dict[str, ModelHandle]:
+                      cache: Cache | None = None, api_base: str | None = None) -> dict[str, ModelHandle]:
     """Handles for every model of ``recipe`` that never call anything.
 
-    ``overrides`` replaces model strings by name (like ``--model NAME=MODEL``);
+    ``overrides`` replaces model strings by name (like ``--model NAME=MODEL``),
+    ``api_base`` the endpoint of remote models (``--api-base``);
     ``identity`` is ``"spec"`` or ``"backend"`` (see the module docstring);
     ``cache`` is attached to the engines (``run --plan`` reads stage entries
     through the program's cache; nothing is ever written through these
@@ -87,7 +96,7 @@ def inspection_models(recipe: Recipe, overrides: dict[str, str] | None = None, *
         raise ValueError(f"identity must be one of {IDENTITY_MODES}, got {identity!r}")
     cache = cache if cache is not None else Cache(Path("/nonexistent-aidsafe-inspect"), enabled=False)
     handles = {}
-    for name, spec in apply_overrides(recipe.models, overrides).items():
+    for name, spec in apply_overrides(recipe.models, overrides, api_base).items():
         ident = spec_identity(spec) if identity == "spec" else model_identity(spec, backend_for(spec))
         handles[name] = make_handle(spec, InspectOnly(spec, ident), cache, name=name)
     return handles

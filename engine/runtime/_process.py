@@ -30,6 +30,7 @@ class RunOptions:
     use_cache: bool = True
     workers: int | None = None
     model_overrides: dict[str, str] = field(default_factory=dict)
+    api_base: str | None = None  # endpoint of every remote model (--api-base)
     field: str | None = None
     id_field: str | None = None
     limit: int | None = None
@@ -45,7 +46,7 @@ def prepare(recipe: Recipe | str | Path, options: RunOptions) -> tuple[Recipe, P
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     cache = Cache(options.cache_dir or default_cache_dir(), enabled=options.use_cache)
-    models = build_models(recipe.models, cache, options.model_overrides)
+    models = build_models(recipe.models, cache, options.model_overrides, options.api_base)
     program = compile_recipe(recipe, models, cache=cache)
     return recipe, program, cache
 

@@ -249,6 +249,7 @@ def compare_recipes(recipes: Sequence[str | Path | Recipe], input_path: str | Pa
                     pairwise: Sequence[str] = (), limit: int | None = None, out_dir: str | Path | None = None,
                     model_overrides: dict[str, str] | None = None, cache_dir: str | Path | None = None,
                     use_cache: bool = True, workers: int | None = None, judge_api_base: str | None = None,
+                    judge_api_key_env: str | None = None,
                     progress: bool = False) -> CompareResult:
     """Run each recipe on ``input_path`` (the first ``limit`` prompts) into
     ``out_dir/<label>.jsonl`` with one shared cache, judge the outputs, and
@@ -300,6 +301,7 @@ def compare_recipes(recipes: Sequence[str | Path | Recipe], input_path: str | Pa
         evaluation = evaluate([variants[0].output, v.output], judges=judges, judge_model=judge_model,
                               metrics=metrics or None, pairwise=list(pairwise), output_dir=out_dir,
                               cache_dir=cache_dir, use_cache=use_cache, workers=workers, api_base=judge_api_base,
+                              api_key_env=judge_api_key_env,
                               progress=progress)
         result.evaluations.append(evaluation)
         result.warnings += [w for w in evaluation.warnings if w not in result.warnings]

@@ -381,7 +381,11 @@ class OptimizeOptions:
     val_fraction: float = 0.3
     seed: int = 0
     judge_model: str | None = None
+    judge_api_base: str | None = None  # endpoint of the judge models
+    judge_api_key_env: str | None = None  # variable holding their API key
     prompt_model: str | None = None  # MIPROv2's proposer / GEPA's reflection model
+    prompt_api_base: str | None = None
+    prompt_api_key_env: str | None = None
     model_overrides: dict[str, str] = field(default_factory=dict)
     max_demos: int = 2  # bootstrapped demos per agent (bootstrap, mipro)
     threshold: float = 0.75  # a run becomes a demo only if its metric reaches this
@@ -399,14 +403,37 @@ class OptimizeOptions:
 def _prompt_lm(judge_set, options: OptimizeOptions, cache: Cache):
     """The model that writes instructions (MIPROv2) or reflects (GEPA):
     ``--prompt-model``, else ``--judge-model``, else the judges file's first
-    model, with room for a few paragraphs and some sampling."""
+    model, with room for a few paragraphs and some sampling. The judge model
+    used as the prompt model keeps the judges' endpoint and key unless
+    ``--prompt-api-base``/``--prompt-api-key-env`` say otherwise."""
     base = next(iter(judge_set.models.values()))
-    model = options.prompt_model or options.judge_model
-    spec = ModelSpec(name="prompt_model", model=model or base.model,
-                     api_base=None if model else base.api_base, api_key_env=None if model else base.api_key_env,
+    if options.prompt_model:
+        model, api_base, key_env = options.prompt_model, None, None
+    elif options.judge_model:
+        model, api_base, key_env = options.judge_model, options.judge_api_base, options.judge_api_key_env
+    else:
+        model = base.model
+        api_base = options.judge_api_base or base.api_base
+        key_env = options.judge_api_key_env or base.api_key_env
+    spec = ModelSpec(name="prompt_model", model=model, api_base=options.prompt_api_base or api_base,
+                     api_key_env=options.prompt_api_key_env or key_env,
                      params={"temperature": 0.7, "max_tokens": 1024}, concurrency=base.concurrency,
                      context=base.context, threads=base.threads, repeat_penalty=base.repeat_penalty)
     return build_models({"prompt_model": spec}, cache)["prompt_model"]
+
+
+def _prompt_model_failed(options: OptimizeOptions, handle) -> UserError:
+    """The error for a prompt model that failed (every call, or the one the
+    optimizer could not go on without). Nothing has been written."""
+    engine = handle.engine
+    error = engine.last_error
+    detail = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else type(error).__name__
+    flag = "--prompt-model" if options.prompt_model else ("--judge-model" if options.judge_model else "the judges file's model")
+    return UserError(
+        f"{flag} {handle.spec.model!r}, the {options.optimizer} prompt model, failed ({engine.failed} of "
+        f"{engine.failed + engine.answered} calls): {detail}; nothing was written. Check the model string "
+        "(e.g. --prompt-model openai/NAME --prompt-api-base http://HOST:8000/v1, or local:default) and its key "
+        "(--prompt-api-key-env VAR)")
 
 
 def _run_optimizer(name: str, student: TunableProgram, split: Split, metric: JudgeMetric, options: OptimizeOptions,
@@ -606,15 +633,28 @@ def optimize(recipe: str | Path | Recipe, trainset: str | Path, out_dir: str | P
         # No stage cache: the optimizer changes what stages would compute.
         program = compile_recipe(recipe, models, cache=None)
         start_prompts = dump_prompts(program)
-        panel = JudgePanel.build(judge_set, cache, judge_model=options.judge_model)
+        panel = JudgePanel.build(judge_set, cache, judge_model=options.judge_model, api_base=options.judge_api_base,
+                                 api_key_env=options.judge_api_key_env)
         metric = JudgeMetric(panel, metric_spec)
         prompt_handle = _prompt_lm(judge_set, options, cache) if options.optimizer != "bootstrap" else None
 
         before = score_program(program, split.val, metric, options.workers)
         student = TunableProgram(program, roles)
         # DSPy's optimizers print progress to stdout; stdout is for results.
-        with contextlib.redirect_stdout(sys.stderr):
-            tuned, settings = _run_optimizer(options.optimizer, student, split, metric, options, prompt_handle)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                tuned, settings = _run_optimizer(options.optimizer, student, split, metric, options, prompt_handle)
+        except UserError:
+            raise
+        except Exception:
+            if prompt_handle is not None and prompt_handle.engine.failed:
+                raise _prompt_model_failed(options, prompt_handle) from None
+            raise
+        if prompt_handle is not None and prompt_handle.engine.failed and not prompt_handle.engine.answered:
+            # GEPA swallows a failed reflection and keeps the instructions it
+            # had: saving those as "optimized" would report a success that
+            # never happened.
+            raise _prompt_model_failed(options, prompt_handle)
         student.unfreeze()  # the original program: its agents thawed again
         optimized = tuned.unfreeze()
         clean_demos(optimized)
@@ -630,6 +670,9 @@ def optimize(recipe: str | Path | Recipe, trainset: str | Path, out_dir: str | P
             entry = saved["agents"].get(role, {})
             changes[role] = {"instructions_changed": entry.get("instructions") != start_prompts["agents"][role]["instructions"],
                              "demos": len(entry.get("demos", []))}
+        if options.optimizer == "gepa" and not any(c["instructions_changed"] for c in changes.values()):
+            warnings.append("gepa kept every agent's instructions: no proposal scored higher on the training "
+                            "prompts (more --trials, or a stronger --prompt-model, may find one)")
         difference = bootstrap_difference(before.values, after.values, paired=True)
         calls = {"total": cache.counters.call_hits + cache.counters.call_misses, "cached": cache.counters.call_hits}
         verdicts = {"metric_calls": metric.calls, "unscored": dict(metric.unscored), "filtered": metric.skipped}
