@@ -139,9 +139,6 @@ def init_command(name, parent):
     if not NAME_PATTERN.match(recipe_name):
         raise UsageError(f"recipe name {recipe_name!r} may use letters, digits, '_', '-' and '.' only "
                          f"(it becomes the recipe's `name:`); e.g. aidsafe init {re.sub(r'[^A-Za-z0-9_.-]+', '-', recipe_name)}")
-    if target.exists():
-        raise UserError(f"{target} already exists; choose another name, or move that file away first "
-                        "(aidsafe init never overwrites)")
     schema = paths.schemas_dir() / "recipe.schema.json"
     try:
         schema_ref = os.path.relpath(schema, target.parent.resolve())
@@ -154,12 +151,14 @@ def init_command(name, parent):
     else:
         text = VARIANT.format(**fields, **_parent_fields(parent))
     try:
-        with open(target, "x", encoding="utf-8") as handle:  # "x": never over a file that appeared meanwhile
+        with open(target, "x", encoding="utf-8") as handle:  # "x": never over an existing file, even a new one
             handle.write(text)
     except FileExistsError:
-        raise UserError(f"{target} already exists; choose another name (aidsafe init never overwrites)") from None
+        raise UserError(f"{target} already exists; choose another name, or move that file away first "
+                        "(aidsafe init never overwrites)") from None
     except OSError as exc:
-        raise UserError(f"cannot write {target}: {exc.strerror}; choose a folder you can write to") from None
+        raise UserError(f"cannot write {target}: {exc.strerror}; give a shorter name in a folder that exists and "
+                        "that you can write to") from None
     click.echo(f"wrote {target}; check it with: aidsafe validate {target}")
 
 

@@ -62,6 +62,10 @@ def test_a_variant_of_each_shipped_recipe_validates_with_its_examples_uncommente
     (["bad name"], 2, "Error: recipe name 'bad name' may use letters, digits, '_', '-' and '.' only (it becomes "
                       "the recipe's `name:`); e.g. aidsafe init bad-name"),
     ([], 2, "Missing argument 'NAME'"),
+    (["x" * 300], 1, "Error: cannot write " + "x" * 300 + ".yaml: File name too long; give a shorter name in a "
+                     "folder that exists and that you can write to"),
+    (["no/such/x"], 1, "Error: cannot write no/such/x.yaml: No such file or directory; give a shorter name in "
+                       "a folder that exists and that you can write to"),
 ])
 def test_init_errors(init, tmp_path, args, code, message):
     (tmp_path / "taken.yaml").write_text("mine\n", encoding="utf-8")
