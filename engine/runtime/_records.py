@@ -6,7 +6,8 @@ becomes exactly one output record, with a status: ``ok``, ``filtered`` or
 ``failed`` (a bad input row is ``failed`` with the reason, never skipped).
 
 Output is crash-safe: finished records are appended to ``OUT.journal`` (one
-fsync'd line each); the output file itself is only ever replaced atomically,
+flushed line each, fsync'd at most once a second: see :class:`Journal`); the
+output file itself is only ever replaced atomically,
 in input order, from the journal. A torn last journal line (kill -9 mid-write)
 is cut off on the next start. A rerun resumes from the journal.
 """
