@@ -162,3 +162,13 @@ def test_a_seed_in_the_recipe_is_kept_and_varied_per_sample(tmp_path):
             with sample_index(index):
                 handle.lm("same prompt")
         assert [body.get("seed") for body in server.log] == [7, 8]
+
+
+def test_inspection_keys_see_the_environment_endpoint_too(monkeypatch):
+    """`diff`/`show` (spec identities) and `run --plan` (backend identities)
+    must agree with a run on which server answers."""
+    from aidsafe.models._inspect import spec_identity
+
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://a:1/v1")
+    spec = ModelSpec("m", "openai/x")
+    assert spec_identity(spec)["api_base"] == RemoteEngine(spec).identity()["api_base"] == "http://a:1/v1"

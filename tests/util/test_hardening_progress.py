@@ -61,3 +61,21 @@ def test_a_run_logged_to_a_file_has_no_carriage_returns(fake, recipe_file, promp
     err = capsys.readouterr().err
     assert "\r" not in err
     assert "aidsafe: 2/2 rec (100%)" in err
+
+
+def test_library_bars_are_turned_off_only_for_logs_and_only_before_tqdm_loads(monkeypatch):
+    import os
+    import sys
+
+    import tqdm  # noqa: F401 - loaded, as in a process that already drew a bar
+
+    from aidsafe._util.progress import library_bars_off_in_logs
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    library_bars_off_in_logs(io.StringIO())  # tqdm read its settings already: nothing to set
+    assert "TQDM_DISABLE" not in os.environ
+    monkeypatch.delitem(sys.modules, "tqdm")
+    library_bars_off_in_logs(Terminal())  # a terminal keeps its bars
+    assert "TQDM_DISABLE" not in os.environ
+    library_bars_off_in_logs(io.StringIO())
+    assert os.environ["TQDM_DISABLE"] == "1"
