@@ -71,7 +71,8 @@ def test_library_bars_are_turned_off_only_for_logs_and_only_before_tqdm_loads(mo
 
     from aidsafe._util.progress import library_bars_off_in_logs
 
-    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setenv("TQDM_DISABLE", "")  # so that monkeypatch removes what the test sets
+    monkeypatch.delenv("TQDM_DISABLE")
     library_bars_off_in_logs(io.StringIO())  # tqdm read its settings already: nothing to set
     assert "TQDM_DISABLE" not in os.environ
     monkeypatch.delitem(sys.modules, "tqdm")
@@ -79,3 +80,4 @@ def test_library_bars_are_turned_off_only_for_logs_and_only_before_tqdm_loads(mo
     assert "TQDM_DISABLE" not in os.environ
     library_bars_off_in_logs(io.StringIO())
     assert os.environ["TQDM_DISABLE"] == "1"
+
