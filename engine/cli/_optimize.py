@@ -74,7 +74,7 @@ def _roles(text: str | None) -> list[str] | None:
 @click.option("--force", is_flag=True, help="Replace an existing prompts.json in --out.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the before/after summary as JSON (meta.json has it too).")
-@click.option("--quiet", "-q", is_flag=True, help="No optimizer logs (DSPy's progress bars remain).")
+@click.option("--quiet", "-q", is_flag=True, help="No optimizer logs (DSPy's progress bars remain on a terminal; in a log they are off).")
 @cache_options
 @user_errors
 def optimize_command(recipe, trainset, out_dir, metric, optimizer, roles, val_fraction, seed, judge_model,
@@ -114,7 +114,8 @@ def optimize_command(recipe, trainset, out_dir, metric, optimizer, roles, val_fr
 
 class _quiet:
     """``--quiet``: DSPy's, GEPA's and optuna's INFO logs off. (DSPy's own
-    progress bars stay: tqdm reads its settings once, at import.)"""
+    progress bars stay on a terminal: tqdm reads its settings once, at
+    import; see :func:`library_bars_off_in_logs` for logs.)"""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
