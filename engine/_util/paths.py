@@ -76,7 +76,10 @@ def resolve_inside(path: str, base: Path, allowed: list[Path], what: str) -> Pat
     """Resolve ``path`` relative to ``base`` and refuse anything outside the
     ``allowed`` folders, so a recipe cannot reach arbitrary files."""
     candidate = Path(path)
-    resolved = (candidate if candidate.is_absolute() else base / candidate).resolve()
+    try:
+        resolved = (candidate if candidate.is_absolute() else base / candidate).resolve()
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long for the file system
+        raise UserError(f"{what} {path!r} is not a usable file name ({exc})") from None
     for folder in allowed:
         try:
             resolved.relative_to(folder.resolve())

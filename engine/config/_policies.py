@@ -69,6 +69,8 @@ def policy_path(ref: str, base: Path | None = None) -> Path:
     anything with a slash or a .yaml suffix is a path inside ``policies/`` or
     the recipe's own folder."""
     folder = paths.policies_dir()
+    if "\0" in ref or any(len(part.encode()) > 255 for part in Path(ref).parts):
+        raise UserError(f"policy set {ref!r} is not a usable file name; name a set in policies/ or a .yaml file")
     if "/" not in ref and not ref.endswith((".yaml", ".yml")):
         candidate = folder / f"{ref}.yaml"
         if not candidate.is_file():

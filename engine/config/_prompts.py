@@ -16,32 +16,49 @@ PROMPTS_FILE = "prompts.json"
 def prompts_path(recipe) -> Path:
     """``<folder>/prompts.json``, the folder relative to the recipe file that
     declared ``prompts:`` (a variant elsewhere inherits its parent's folder)."""
-    where = recipe.located.lines.get(("prompts",)) if recipe.located is not None else None
-    declared_in = Path(where[0]) if where else recipe.path
+    return _prompts_file(recipe.prompts, recipe.located, recipe.path)
+
+
+def _prompts_file(ref: str, located, recipe_path: Path) -> Path:
+    where = located.lines.get(("prompts",)) if located is not None else None
+    declared_in = Path(where[0]) if where else recipe_path
     if not declared_in.is_absolute():
         declared_in = paths.project_root() / declared_in
     base = declared_in.parent
-    folder = paths.resolve_inside(recipe.prompts, base, [paths.project_root(), base, recipe.base_dir],
+    folder = paths.resolve_inside(ref, base, [paths.project_root(), base, recipe_path.parent],
                                   "prompts folder")
     return folder / PROMPTS_FILE
 
 
-def load_prompts(recipe) -> dict:
-    """Read the recipe's optimized prompts: ``{"agents": {name: {...}}}``."""
-    path = prompts_path(recipe)
+def read_prompts(ref: str, located, recipe_path: Path, agent_names) -> dict:
+    """Resolve, read and check a recipe's ``prompts:`` folder (the one check
+    ``validate`` and ``run`` share): a :class:`UserError` says what is wrong."""
+    try:
+        path = _prompts_file(ref, located, recipe_path)
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
+        raise UserError(f"prompts: {ref!r} is not a usable folder name ({exc})") from None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"{recipe.path.name}: prompts: {path} not found; run `aidsafe optimize` to create it "
+        raise UserError(f"prompts: {path} not found; run `aidsafe optimize` to create it "
                         "or remove the `prompts:` line") from None
-    except ValueError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc}); regenerate it with `aidsafe optimize`") from None
+    except (OSError, ValueError) as exc:  # a folder, unreadable, not UTF-8 or not JSON
+        raise UserError(f"prompts: {path}: not readable JSON ({exc}); regenerate it with `aidsafe optimize`") from None
     if not isinstance(data, dict) or not isinstance(data.get("agents"), dict):
-        raise UserError(f"{path}: expected {{\"agents\": {{NAME: {{instructions, demos}}}}}}")
-    unknown = [name for name in data["agents"] if name not in recipe.agents]
+        raise UserError(f"prompts: {path}: expected {{\"agents\": {{NAME: {{instructions, demos}}}}}}")
+    unknown = [name for name in data["agents"] if name not in agent_names]
     if unknown:
-        raise UserError(f"{path}: agent(s) {', '.join(unknown)} are not in recipe {recipe.name}")
+        raise UserError(f"prompts: {path}: agent(s) {', '.join(unknown)} are not in the recipe; "
+                        "regenerate it with `aidsafe optimize` or remove those entries")
     return data
+
+
+def load_prompts(recipe) -> dict:
+    """Read the recipe's optimized prompts: ``{"agents": {name: {...}}}``."""
+    try:
+        return read_prompts(recipe.prompts, recipe.located, recipe.path, recipe.agents)
+    except UserError as exc:
+        raise UserError(f"{recipe.path.name}: {exc}") from None
 
 
 def apply_prompts(program, prompts: dict) -> None:

@@ -8,6 +8,7 @@ with ``file:line json.path: what was expected, what was found, the fix``.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from aidsafe._util.errors import RecipeError, UserError
 from aidsafe._util.registry import suggest
 from aidsafe.config._schema import raise_located, schema_problems
 from aidsafe.config._specs import AgentSpec, FieldSpec, ModelSpec, Recipe, StageSpec
-from aidsafe.config._yaml import Located, PathKey, load_yaml_file
+from aidsafe.config._yaml import Located, PathKey, format_path, load_yaml_file
 
 # ---------------------------------------------------------------- extends
 
@@ -45,19 +46,19 @@ def _patch_stages(parent_stages: list, patch: dict, child: Located, merged_lines
     for stage_id, partial in patch.items():
         where = child.where(("stages", stage_id))
         if partial is not None and not isinstance(partial, dict):
-            problems.append(f"{where[0]}:{where[1]} stages.{stage_id}: expected a mapping of stage keys to override, "
+            problems.append(f"{where[0]}:{where[1]} {format_path(('stages', stage_id))}: expected a mapping of stage keys to override, "
                             f"found {type(partial).__name__}")
             continue
         if stage_id not in ids:
             if partial is None or "kind" not in partial:
-                problems.append(f"{where[0]}:{where[1]} stages.{stage_id}: the parent recipe has no stage {stage_id!r}"
+                problems.append(f"{where[0]}:{where[1]} {format_path(('stages', stage_id))}: the parent recipe has no stage {stage_id!r}"
                                 f"{suggest(stage_id, ids)}; patch one of {', '.join(map(str, ids))}, or add a new "
                                 f"stage by giving its `kind:` (and `after: ID` to place it)")
                 continue
             new = {"id": stage_id, **{k: v for k, v in partial.items() if k != "after"}}
             after = partial.get("after")
             if after is not None and after not in ids:
-                problems.append(f"{where[0]}:{where[1]} stages.{stage_id}.after: no stage {after!r}{suggest(str(after), ids)}")
+                problems.append(f"{where[0]}:{where[1]} {format_path(('stages', stage_id, 'after'))}: no stage {after!r}{suggest(str(after), ids)}")
                 continue
             position = ids.index(after) + 1 if after is not None else len(stages)
             stages.insert(position, new)
@@ -92,18 +93,21 @@ def _load_chain(path: Path, display: str, seen: list[str]) -> tuple[dict, dict, 
         file, line = located.where(("extends",))
         raise RecipeError([f"{file}:{line} extends: expected a path string, found {type(parent_ref).__name__}"],
                           source=display)
-    base = path.parent
-    if not (base / parent_ref).is_file() and (paths.recipes_dir() / parent_ref).is_file():
-        base = paths.recipes_dir()  # `extends: aidsafe.yaml` from anywhere means the shipped recipe
-    parent_path = paths.resolve_inside(parent_ref, base, [paths.recipes_dir(), path.parent.resolve()],
-                                       f"{display}: extends")
+    file, line = located.where(("extends",))
+    try:
+        parent_path = _parent_path(parent_ref, path)
+        found = parent_path.is_file()
+    except UserError as exc:
+        raise RecipeError([f"{file}:{line} extends: {exc}"], source=display) from None
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
+        raise RecipeError([f"{file}:{line} extends: {parent_ref!r} is not a usable file name ({exc}); "
+                           "give the parent recipe's file name"], source=display) from None
     parent_display = _display(parent_path)
     if parent_display in chain:
-        raise RecipeError([f"{display}: extends cycle: {' -> '.join(chain + [parent_display])}; "
+        raise RecipeError([f"{file}:{line} extends: an extends cycle {' -> '.join(chain + [parent_display])}; "
                            "remove one of the `extends:` lines"], source=display)
-    if not parent_path.is_file():
-        file, line = located.where(("extends",))
-        raise RecipeError([f"{file}:{line} extends: {parent_ref!r} not found (looked at {parent_path})"],
+    if not found:
+        raise RecipeError([f"{file}:{line} extends: {parent_ref!r} not found (looked at {str(parent_path)!r})"],
                           source=display)
     parent, parent_lines, chain = _load_chain(parent_path, parent_display, chain)
     merged_lines = dict(parent_lines)
@@ -119,7 +123,7 @@ def _load_chain(path: Path, display: str, seen: list[str]) -> tuple[dict, dict, 
         if key_path and key_path[0] != "stages" and key_path != ("extends",):
             merged_lines[key_path] = where
     if isinstance(stage_patch, dict):
-        merged["stages"] = _patch_stages(parent.get("stages", []), stage_patch, located, merged_lines, problems)
+        merged["stages"] = _patch_stages(parent["stages"] if isinstance(parent.get("stages"), list) else [], stage_patch, located, merged_lines, problems)
     elif stage_patch is not None:
         merged["stages"] = stage_patch
         merged_lines = {k: v for k, v in merged_lines.items() if not k or k[0] != "stages"}
@@ -152,11 +156,26 @@ def _stage_lines_by_index(data: dict, located: Located) -> dict:
     return lines
 
 
+def _parent_path(parent_ref: str, path: Path) -> Path:
+    """Where ``extends: parent_ref`` in ``path`` points: beside the child, or
+    in ``recipes/`` (``aidsafe.yaml``, or by name: ``aidsafe``); a
+    :class:`UserError` when that is outside both."""
+    base = path.parent
+    if not (base / parent_ref).is_file() and not Path(parent_ref).suffix \
+            and (paths.recipes_dir() / f"{parent_ref}.yaml").is_file():
+        parent_ref = f"{parent_ref}.yaml"  # `extends: aidsafe` names a shipped recipe, as `aidsafe run aidsafe` does
+    if not (base / parent_ref).is_file() and (paths.recipes_dir() / parent_ref).is_file():
+        base = paths.recipes_dir()  # `extends: aidsafe.yaml` from anywhere means the shipped recipe
+    return paths.resolve_inside(parent_ref, base, [paths.recipes_dir(), path.parent.resolve()], "the parent recipe")
+
+
 def _display(path: Path) -> str:
+    """Relative to the project inside it, else absolute: one name per file, so
+    an extends cycle is seen and a ``prompts:`` folder resolves from any cwd."""
     try:
         return str(path.resolve().relative_to(paths.project_root()))
     except ValueError:
-        return str(path)
+        return str(path.resolve())
 
 
 # ---------------------------------------------------------------- checks
@@ -171,7 +190,7 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
 
     for name, agent in agents.items():
         model = agent.get("model", "default")
-        if model not in models:
+        if models and model not in models:  # no models at all is the schema's problem
             where = ("agents", name, "model") if "model" in agent else ("agents", name)
             problems.append((where, f"agent {name!r} uses model {model!r}, which is not in `models`"
                                     f"{suggest(model, list(models))}; declare it under `models:` "
@@ -186,6 +205,8 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
     kind_keys = sorted({key for k in STAGES.names() for key in (*getattr(STAGES.get(k), "slots", {}),
                                                                 *STAGES.get(k).options)} - {"agents", "stop"})
     for index, stage in enumerate(stages):
+        if not isinstance(stage, dict):
+            continue  # the schema reports it
         base = ("stages", index)
         stage_id, kind = stage.get("id"), stage.get("kind")
         if stage_id in seen_ids:
@@ -374,12 +395,131 @@ def load_recipe(path: str | Path) -> Recipe:
     data, lines, chain = _load_chain(path, display, [])
     located = Located(data=data, lines=lines, file=display)
     problems = schema_problems(located, "recipe.schema.json")
-    if problems:
-        raise RecipeError([text for _, text in problems], source=display)
     # Policy paths are relative to the recipe that is loaded.
     located_for_checks = Located(data=data, lines=lines, file=str(path))
-    raise_located(_semantic_problems(data, located_for_checks), located, display)
+    semantic = _all_semantic_problems(data, located_for_checks, path, [_reported_at(*item) for item in problems])
+    if problems:
+        # Every problem at once: the schema's and the checks that need the registries, in line order.
+        texts = problems + [(key, _located_text(located, key, message)) for key, message in semantic]
+        texts.sort(key=lambda item: located.where(item[0])[1])
+        raise RecipeError([text for _, text in texts], source=display)
+    raise_located(semantic, located, display)
     return _build(path.resolve(), data, located, chain)
+
+
+def _located_text(located: Located, key: PathKey, message: str) -> str:
+    file, line = located.where(key)
+    return f"{file}:{line} {format_path(key)}: {message}"
+
+
+def _reported_at(key: PathKey, text: str) -> PathKey:
+    """The place a schema problem is about: a missing key's own path, else its path."""
+    missing = re.search(r"missing required key '([^']+)'", text)
+    return tuple(key) + (missing.group(1),) if missing else tuple(key)
+
+
+def _all_semantic_problems(data: dict, located: Located, path: Path,
+                           schema_paths: list[PathKey]) -> list[tuple[PathKey, str]]:
+    """The checks beyond the schema, also when the schema found problems (so
+    one ``validate`` shows them all). Values the schema refused are left out
+    first, and a problem at or under a place the schema already reported is
+    dropped: one problem per mistake."""
+    if not schema_paths:
+        return _semantic_problems(data, located) + _field_problems(data, located, path)
+    pruned = _without(data, schema_paths)
+    try:
+        found = _semantic_problems(pruned, located) + _field_problems(pruned, located, path)
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError):
+        # a malformed value the schema reported broke a later check; the schema problems say what to fix
+        return []
+    return [(key, message) for key, message in found
+            if not any(tuple(key[:len(bad)]) == tuple(bad) for bad in schema_paths)]
+
+
+def _without(data: dict, bad_paths: list[PathKey]) -> dict:
+    """A copy of ``data`` without the values at ``bad_paths`` (a list item
+    becomes None, so later indexes and their lines stay right)."""
+    pruned = copy.deepcopy(data)
+    for bad in sorted(bad_paths, key=len, reverse=True):
+        if not bad:
+            continue
+        parent = pruned
+        for part in bad[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                parent = None
+                break
+        if isinstance(parent, dict):
+            parent.pop(bad[-1], None)
+        elif isinstance(parent, list) and isinstance(bad[-1], int) and bad[-1] < len(parent):
+            parent[bad[-1]] = None
+    return pruned
+
+
+# Names a dspy.Signature class already uses (its metaclass's and pydantic's):
+# an output field named so breaks building the signature. Kept here, not
+# read from DSPy, so validate needs no DSPy; tests/config/test_yaml_loading.py
+# checks the list against the installed DSPy. pydantic reserves `model_*`.
+SIGNATURE_ATTRIBUTES = frozenset({"fields", "input_fields", "instructions", "output_fields", "signature"})
+
+
+def _field_problems(data: dict, located: Located, path: Path) -> list[tuple[PathKey, str]]:
+    """Checks of names a record or a signature will carry: agent output
+    names, ``required_fields`` against the fields the record has by then, and
+    the ``prompts:`` folder (read as ``run`` reads it)."""
+    import keyword
+
+    from aidsafe.pipeline.stages import STAGES
+
+    problems: list[tuple[PathKey, str]] = []
+    agents = data.get("agents") if isinstance(data.get("agents"), dict) else {}
+    extras: set[str] = set()
+    for name, agent in agents.items():
+        outputs = agent.get("outputs") if isinstance(agent, dict) else None
+        for out_name in outputs if isinstance(outputs, dict) else {}:
+            extras.add(out_name)
+            if out_name in SIGNATURE_ATTRIBUTES or out_name.startswith("model_"):
+                problems.append((("agents", name, "outputs", out_name),
+                                 f"output name {out_name!r} is taken by DSPy's signatures; rename it, "
+                                 f"e.g. `{out_name.removeprefix('model_')}_text:`"))
+            elif not out_name.isidentifier() or keyword.iskeyword(out_name) or out_name.startswith("_"):
+                fixed = re.sub(r"\W+", "_", out_name).strip("_") or "field"
+                fixed = f"field_{fixed}" if fixed[0].isdigit() else f"{fixed}_" if keyword.iskeyword(fixed) else fixed
+                problems.append((("agents", name, "outputs", out_name),
+                                 f"output name {out_name!r} cannot name a field: use letters, digits and '_', "
+                                 f"starting with a letter, and not a Python keyword; e.g. `{fixed}:`"))
+    produced = {"query"}
+    stages = data.get("stages") if isinstance(data.get("stages"), list) else []
+    for index, stage in enumerate(stages):
+        kind = stage.get("kind") if isinstance(stage, dict) else None
+        if not isinstance(kind, str) or kind not in STAGES:
+            continue
+        before = set(produced)
+        produced |= set(STAGES.get(kind).contract.produces)
+        filters = stage.get("filters")
+        groups = {"after": filters} if isinstance(filters, list) else filters if isinstance(filters, dict) else {}
+        for group, flist in groups.items():
+            for j, spec in enumerate(flist if isinstance(flist, list) else []):
+                if not isinstance(spec, dict) or spec.get("type") != "required_fields":
+                    continue
+                fpath = ("stages", index, "filters") + ((j,) if isinstance(filters, list) else (group, j))
+                known = (before if group == "before" else produced) | extras
+                for k, field_name in enumerate(spec.get("fields") or []):
+                    if isinstance(field_name, str) and field_name not in known:
+                        problems.append((fpath + ("fields", k),
+                                         f"no record field {field_name!r} at this point{suggest(field_name, known)}; "
+                                         f"fields here: {', '.join(sorted(known))}; a missing field would "
+                                         "filter every record"))
+    prompts = data.get("prompts")
+    if isinstance(prompts, str):
+        from aidsafe.config._prompts import read_prompts
+
+        try:
+            read_prompts(prompts, located, path.resolve(), agents)
+        except UserError as exc:
+            problems.append((("prompts",), str(exc).removeprefix("prompts: ")))
+    return problems
 
 
 def _build(path: Path, data: dict, located: Located, chain: list[str]) -> Recipe:

@@ -31,6 +31,8 @@ def _type_name(value: Any) -> str:
 
 def _short(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
+    # a line separator or control character in a value must not break the one-line-per-problem report
+    text = "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in text)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

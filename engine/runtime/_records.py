@@ -14,6 +14,7 @@ is cut off on the next start. A rerun resumes from the journal.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -91,30 +92,53 @@ def iter_rows(path: str | Path | InputSource) -> Iterator[tuple[int, dict | None
     otherwise."""
     source = path if isinstance(path, InputSource) else input_source(path)
     if source.kind == "csv":
-        # Prompt sets and datasets with long CoT cells exceed csv's default limit.
-        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-        # utf-8-sig: spreadsheet programs start their CSV exports with a byte-order mark.
-        with open(source.path, newline="", encoding="utf-8-sig") as handle:
-            for number, row in enumerate(csv.DictReader(handle), 2):
-                yield number, row, None
+        yield from _csv_rows(source.path)
     elif source.kind == "json" and _starts_with(source.path, "["):
         yield from _json_array_rows(Path(source.path))
     elif source.kind in ("jsonl", "json"):
-        with open(source.path, encoding="utf-8-sig") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError as exc:
-                    yield number, None, f"line {number}: not valid JSON ({exc.msg}); fix or remove the line"
-                    continue
-                yield _object_row(number, row, "line")
+        for number, line in enumerate(_text_lines(source.path), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                yield number, None, f"line {number}: not valid JSON ({exc.msg}); fix or remove the line"
+                continue
+            yield _object_row(number, row, "line")
     elif source.kind == "parquet":
         yield from _parquet_rows(Path(source.path))
     else:
         for number, row in enumerate(_hf_dataset(source), 1):
             yield number, row, None
+
+
+def _text_lines(path: str | Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file, a leading byte-order mark dropped
+    (spreadsheet programs start their CSV exports with one). A byte that is
+    not UTF-8 is a :class:`UserError` naming the file, line and column."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                                f"{exc.start + 1}); save the file as UTF-8 (spreadsheets: \"CSV UTF-8\")") from None
+
+
+def _csv_rows(path: str | Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    """Rows of a CSV file, numbered from 2 (the header is 1); malformed CSV is a
+    :class:`UserError` naming the file and line."""
+    # Prompt sets and datasets with long CoT cells exceed csv's default limit.
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    reader = csv.DictReader(_text_lines(path))
+    try:
+        # numbered as before (header = 1, then one per row) so fallback ids stay stable
+        for number, row in enumerate(reader, 2):
+            yield number, row, None
+    except csv.Error as exc:
+        raise UserError(f"{path}:{reader.line_num}: not valid CSV ({exc}); fix the quoting on that line") from None
 
 
 def _object_row(number: int, row: object, where: str) -> tuple[int, dict | None, str | None]:
@@ -124,7 +148,8 @@ def _object_row(number: int, row: object, where: str) -> tuple[int, dict | None,
 
 
 def _starts_with(path: str, char: str) -> bool:
-    with open(path, encoding="utf-8-sig") as handle:
+    # only the first character matters here; iter_rows reports bytes that are not UTF-8
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
         while True:
             chunk = handle.read(4096)
             if not chunk:
@@ -135,8 +160,9 @@ def _starts_with(path: str, char: str) -> bool:
 
 
 def _json_array_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    text = "".join(_text_lines(path))
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = json.loads(text)
     except ValueError as exc:
         raise UserError(f"{path}: not valid JSON ({exc}); give a JSON array of objects or JSONL "
                         "(one object per line)") from None
@@ -307,14 +333,14 @@ def count_inputs(path: str | Path) -> int:
     """How many rows :func:`iter_rows` yields for ``path`` (for progress)."""
     source = input_source(path)
     if source.kind == "csv":
-        with open(source.path, newline="", encoding="utf-8-sig") as handle:
-            return max(sum(1 for _ in csv.DictReader(handle)), 0)
+        return sum(1 for _ in _csv_rows(source.path))
     if source.kind == "jsonl" or (source.kind == "json" and not _starts_with(source.path, "[")):
-        with open(source.path, encoding="utf-8-sig") as handle:
-            return sum(1 for line in handle if line.strip())
+        return sum(1 for line in _text_lines(source.path) if line.strip())
     if source.kind == "parquet":
-        import pyarrow.parquet as pq
-
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise UserError(f"{source.path}: reading parquet needs pyarrow; {_EXPORT_EXTRA}") from None
         try:
             return pq.ParquetFile(source.path).metadata.num_rows
         except (OSError, ValueError):
