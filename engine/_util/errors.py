@@ -12,6 +12,14 @@ class UserError(Exception):
     exit_code = 1
 
 
+class UsageError(UserError):
+    """The command was called wrongly (options that contradict each other,
+    ``-o`` naming the input): the CLI prints usage and exits 2, click's
+    convention for misuse."""
+
+    exit_code = 2
+
+
 class RecipeError(UserError):
     """One or more problems in a recipe or policy file.
 

@@ -2,7 +2,8 @@
 
 User errors are not bugs: a :class:`~aidsafe._util.errors.UserError` raised
 by a command prints ``Error: ...`` on stderr and exits 1, without a
-traceback (click's own usage errors exit 2). Anything else is a bug and keeps
+traceback; a :class:`~aidsafe._util.errors.UsageError` (misuse) exits 2 with
+the usage line, like click's own usage errors. Anything else is a bug and keeps
 its traceback. It lives in its own module so every command module can use it
 without importing the group in :mod:`aidsafe.cli._main`.
 """
@@ -14,6 +15,7 @@ from functools import wraps
 import click
 
 from aidsafe._util.errors import UserError
+from aidsafe._util.redact import redact
 
 
 def user_errors(func):
@@ -24,7 +26,10 @@ def user_errors(func):
         try:
             return func(*args, **kwargs)
         except UserError as exc:
-            raise click.ClickException(str(exc)) from None
+            message = redact(str(exc))  # an error may quote what a provider echoed, key included
+            if exc.exit_code == 2:
+                raise click.UsageError(message) from None
+            raise click.ClickException(message) from None
 
     return wrapper
 

@@ -65,6 +65,10 @@ def export_command(out, input_path, fmt, layout, source, thinking, tag, thinking
                      private=private, reviewed=reviewed)
     for line in summary.lines():
         click.echo(line, err=True)
+    if not summary.written:
+        left = "holds an empty table with the columns" if fmt in ("hf", "parquet") else "was not written"
+        raise click.ClickException(f"no rows to export from {input_path}: {out} {left}; "
+                                   "only records with status ok become rows (see the counts above)")
 
 
 __all__ = ["export_command"]

@@ -30,6 +30,9 @@ from aidsafe.cli._view import view_command
 def main():
     """aidsafe: generate policy-embedded chain-of-thought safety data by
     multi-agent deliberation, from YAML recipes."""
+    from aidsafe._util.redact import install_log_redaction
+
+    install_log_redaction()  # no API key in a log line or a traceback of this process
 
 
 # In the order of the original CLI, which `aidsafe --help` lists alphabetically anyway.

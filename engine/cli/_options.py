@@ -61,9 +61,13 @@ def judging_options(func):
 def model_overrides(models: tuple[str, ...] | list[str]) -> dict[str, str]:
     """``--model NAME=MODEL`` values as ``{name: model string}`` (a bad value
     is a user error naming the expected form)."""
+    from aidsafe._util.errors import UserError
     from aidsafe.models._engine import parse_override
 
-    return dict(parse_override(m) for m in models)
+    try:
+        return dict(parse_override(m) for m in models)
+    except UserError as exc:  # a malformed option is misuse: exit 2 with the usage line
+        raise click.BadParameter(str(exc).removeprefix("--model "), param_hint="'--model'") from None
 
 
 __all__ = ["cache_options", "judge_model_options", "judging_options", "model_overrides"]

@@ -63,9 +63,29 @@ def run_command(recipe, input_path, output_path, field, id_field, limit, workers
     for line in summary.lines():
         click.echo(line, err=True)
     if summary.interrupted:
-        sys.exit(130)
+        _exit_now(130)
     if summary.aborted:
         sys.exit(1)
+    failed = summary.statuses.get("failed", 0)
+    if summary.total and failed == summary.total:
+        reason = summary.failures.most_common(1)[0][0] if summary.failures else "see the records' error fields"
+        raise click.ClickException(f"every record failed ({failed} of {summary.total}), e.g. {reason}; "
+                                   f"fix the cause and rerun the same command (failed records are recomputed)")
+
+
+def _exit_now(code: int) -> None:
+    """Exit without waiting for model calls still in flight after Ctrl-C
+    (a normal exit joins their threads, which a server that never answers
+    would hold until its timeout). The journal and the output are already
+    written and closed."""
+    import os
+    import threading
+
+    if any(t.name.startswith("aidsafe") and t.is_alive() for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _plan(recipe, input_path, field, id_field, limit, overrides, cache_dir, no_cache, api_base=None) -> None:

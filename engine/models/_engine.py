@@ -36,9 +36,14 @@ from dspy.lm15 import Response, response_to_events
 
 from aidsafe._util.errors import ModelError
 from aidsafe._util.hashing import sha256_of
+from aidsafe._util.redact import register_secret_env
 from aidsafe._util.registry import Registry
 from aidsafe.config._specs import ModelSpec
 from aidsafe.store._cache import Cache
+
+# Seconds a remote call may wait for the server's next byte when the model
+# sets no ``timeout`` (a non-streamed answer sends nothing until it is done).
+DEFAULT_TIMEOUT = 300.0
 
 CALL_KEY_VERSION = 2  # 2: stable-first prompt layout
 
@@ -353,6 +358,7 @@ class RemoteEngine:
     BACKOFF_CAP = 30.0
 
     def __init__(self, spec: ModelSpec):
+        register_secret_env(spec.api_key_env)
         # LiteLLM fetches its model cost map from GitHub when first imported
         # unless told to use its bundled copy; set before any call can import
         # it, so building a model never touches the network. setdefault: a
@@ -369,8 +375,9 @@ class RemoteEngine:
             kwargs["api_key"] = key
         elif spec.api_base:
             kwargs["api_key"] = "not-needed"  # local servers (vLLM, llama.cpp) accept any key
-        if spec.timeout:
-            kwargs["timeout"] = spec.timeout
+        # Never wait forever: a server that accepts and never answers fails
+        # the call after the timeout (then the bounded retries below).
+        kwargs["timeout"] = spec.timeout or DEFAULT_TIMEOUT
         self.spec = spec
         self.retries = spec.num_retries if spec.num_retries is not None else 4
         self.lm = dspy.LM(spec.model, cache=False, num_retries=0, **kwargs)
@@ -546,6 +553,7 @@ def make_handle(spec: ModelSpec, backend: Any, cache: Cache, *, name: str | None
     caching engine and the backend own them.
     """
     name = spec.name if name is None else name
+    register_secret_env(spec.api_key_env)  # its value never reaches a record, log or error
     identity = model_identity(spec, backend)
     engine = CachingEngine(name, backend, identity, cache, concurrency=spec.concurrency, rpm=spec.rpm, tpm=spec.tpm)
     params = {k: v for k, v in spec.params.items() if k in LM_PARAMS}

@@ -3,6 +3,8 @@ bar, per-record status, resume, and atomic output."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -10,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from aidsafe._util.errors import UsageError, UserError
+from aidsafe._util.lock import LockHeld, exclusive_lock
 from aidsafe._util.progress import Progress
 from aidsafe.config import Recipe
 from aidsafe.models._engine import ModelUsage, UsageMeter
@@ -70,20 +74,71 @@ class ThreadExecutor:
         return self.pool.submit(process, item, self.program)
 
     def shutdown(self, cancel: bool = False) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=cancel)
+        # On Ctrl-C (cancel) nothing waits for the calls in flight: a server
+        # that never answers must not hold the run. Their threads finish, or
+        # time out, on their own; the CLI exits without joining them.
+        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
 
 def run(recipe: Recipe | str | Path, input_path: str | Path, output_path: str | Path,
         options: RunOptions | None = None, on_record: Callable[[dict], None] | None = None) -> RunSummary:
     """Run a recipe over an input file into ``output_path``. Resumes from a
-    previous (interrupted) run of the same recipe on the same output."""
+    previous (interrupted) run of the same recipe on the same output.
+
+    The output is locked (``OUT.lock``) for the whole run: a second run on the
+    same output raises a :class:`UserError` naming the first one's pid. An
+    output that is the input (or the recipe) is a :class:`UsageError`."""
     options = options or RunOptions()
+    output = Path(output_path)
+    check_output_path(output, input_path, recipe if isinstance(recipe, (str, Path)) else recipe.path)
+    with _output_lock(output):
+        return _run(recipe, input_path, output, options, on_record)
+
+
+def check_output_path(output: Path, *protected: str | Path | None) -> None:
+    """Refuse an output that would overwrite ``protected`` files (the input,
+    the recipe), also through another path or a link; make its folder."""
+    for path in protected:
+        if path is None or str(path).startswith("hf:") or not Path(path).exists():
+            continue
+        if (output.exists() and os.path.samefile(output, path)) or output.resolve() == Path(path).resolve():
+            raise UsageError(f"output {output} is the same file as {path}: the run would overwrite it; "
+                             f"write the records elsewhere, e.g. -o {Path(path).with_suffix('')}.out.jsonl")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in output.parents if p.exists() and not p.is_dir()), output.parent)
+        raise UserError(f"output {output}: {blocker} is a file, not a folder; "
+                        "choose an output path in a folder") from None
+    except PermissionError as exc:
+        raise UserError(f"output {output}: cannot create its folder ({exc.strerror}); "
+                        "choose a folder you can write to") from None
+    if output.is_dir():
+        raise UserError(f"output {output} is a folder; give a file path, e.g. {output / 'out.jsonl'}")
+
+
+@contextlib.contextmanager
+def _output_lock(output: Path):
+    lock = output.with_name(output.name + ".lock")
+    held = contextlib.ExitStack()
+    try:
+        held.enter_context(exclusive_lock(lock))
+    except LockHeld as exc:
+        holder = f"pid {exc.pid}" if exc.pid else "another process"
+        raise UserError(f"output {output} is being written by another run ({holder}, lock {lock}); "
+                        "wait for it to finish or choose another output") from None
+    except PermissionError as exc:
+        raise UserError(f"output {output}: cannot write in {output.parent} ({exc.strerror}); "
+                        "choose a folder you can write to") from None
+    with held:
+        yield
+
+
+def _run(recipe, input_path, output: Path, options: RunOptions, on_record) -> RunSummary:
     started = time.perf_counter()
     recipe, program, cache = prepare(recipe, options)
     field_name = options.field or recipe.input_field
     id_field = options.id_field or recipe.id_field
-    output = Path(output_path)
-    output.parent.mkdir(parents=True, exist_ok=True)
     journal = Journal(output)
     done = journal.load()
     summary = RunSummary(output=str(output))
@@ -150,7 +205,7 @@ def run(recipe: Recipe | str | Path, input_path: str | Path, output_path: str | 
             if future.done() and not future.cancelled() and future.exception() is None:
                 finish(future.result())
     finally:
-        executor.shutdown()
+        executor.shutdown(cancel=summary.interrupted)
         bar.close()
         complete = not summary.interrupted and summary.aborted is None
         journal.finalize(order, remove=complete)

@@ -41,6 +41,7 @@ name and moved into place, so a crash never leaves a half-written file.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import math
 import random
@@ -343,12 +344,20 @@ def _check_output(out: Path, fmt: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
 
+class _NoRows(Exception):
+    """Raised inside an atomic write to leave nothing behind: no 0-byte file,
+    and an earlier export at that path stays as it was."""
+
+
 def _write_jsonl(rows: Iterable[dict], out: Path) -> int:
+    """Rows as JSONL; with no rows, no file is written."""
     written = 0
-    with atomic_write(out) as handle:
+    with contextlib.suppress(_NoRows), atomic_write(out) as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             written += 1
+        if not written:
+            raise _NoRows
     return written
 
 

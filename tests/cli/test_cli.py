@@ -32,7 +32,7 @@ def cli():
     (["show", "aidsafe"], 0, "[deliberation] deliberate (safety_deliberator@default, helpfulness_deliberator@default)"),
     (["run", "recipes/aidsafe.yaml", "--input", "missing.jsonl", "-o", "x.jsonl"], 1, "not found"),
     (["run", "recipes/aidsafe.yaml", "--input", "tests/data/xstest_sample.csv"], 2, "--output is required"),
-    (["run", "recipes/aidsafe.yaml", "-i", "tests/data/xstest_sample.csv", "-o", "x.jsonl", "--model", "oops"], 1,
+    (["run", "recipes/aidsafe.yaml", "-i", "tests/data/xstest_sample.csv", "-o", "x.jsonl", "--model", "oops"], 2,
      "expected NAME=MODEL"),
     (["cache", "clear", "--older-than", "soon", "--yes"], 2, "expected a duration"),
     (["--version"], 0, "aidsafe, version"),
