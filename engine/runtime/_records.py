@@ -104,6 +104,9 @@ def iter_rows(path: str | Path | InputSource) -> Iterator[tuple[int, dict | None
             except ValueError as exc:
                 yield number, None, f"line {number}: not valid JSON ({exc.msg}); fix or remove the line"
                 continue
+            except RecursionError:
+                yield number, None, f"line {number}: JSON nested too deeply to read; flatten or remove the line"
+                continue
             yield _object_row(number, row, "line")
     elif source.kind == "parquet":
         yield from _parquet_rows(Path(source.path))
@@ -163,6 +166,8 @@ def _json_array_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]
     text = "".join(_text_lines(path))
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply to read; flatten it") from None
     except ValueError as exc:
         raise UserError(f"{path}: not valid JSON ({exc}); give a JSON array of objects or JSONL "
                         "(one object per line)") from None
@@ -288,6 +293,9 @@ def iter_jsonl_lines(path: str | Path, what: str = "records file", start: int = 
 def _parse_record_line(path: Path, number: int, line: bytes | str) -> dict:
     try:
         record = json.loads(line)
+    except RecursionError:
+        raise UserError(f"{path}:{number}: JSON nested too deeply to read; records files are the JSONL written "
+                        "by `aidsafe run`") from None
     except ValueError as exc:  # UnicodeDecodeError is a ValueError too
         raise UserError(f"{path}:{number}: not valid JSON ({getattr(exc, 'msg', None) or exc}); records files "
                         "are the JSONL written by `aidsafe run`") from None

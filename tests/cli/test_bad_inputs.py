@@ -69,6 +69,8 @@ TABLE = [
      RUN + ["-i", "in.csv"], 1, [r"in\.csv:3: not UTF-8 text"]),
     ("non-utf8-json-array", {"recipe.yaml": MINI, "in.json": b'[{"prompt": "caf\xe9"}]\n'},
      RUN + ["-i", "in.json"], 1, [r"in\.json:1: not UTF-8 text"]),
+    ("deep-json-array", {"recipe.yaml": MINI, "in.json": "[" * 100_000 + "]" * 100_000},
+     RUN + ["-i", "in.json"], 1, [r"in\.json: JSON nested too deeply to read"]),
     ("not-parquet", {"recipe.yaml": MINI, "in.parquet": b"PAR1 not really"},
      RUN + ["-i", "in.parquet"], 1, [r"in\.parquet: not a readable parquet file"]),
     ("output-named-__init__", {"recipe.yaml": _with_outputs("__init__")}, ["validate", "recipe.yaml"], 1,
@@ -214,3 +216,12 @@ def test_extends_by_name_resolves_in_the_shipped_recipes(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["validate", "mine.yaml"])
     assert result.exit_code == 0, result.output
     assert "mine.yaml: ok (5 stages" in result.output
+
+
+def test_a_deeply_nested_jsonl_row_is_a_failed_record(tmp_path):
+    from aidsafe.runtime._records import read_inputs
+
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"prompt": "fine"}\n' + "[" * 100_000 + "]" * 100_000 + "\n", encoding="utf-8")
+    assert [r.error for r in read_inputs(path)] == [
+        None, "line 2: JSON nested too deeply to read; flatten or remove the line"]

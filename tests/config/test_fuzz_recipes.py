@@ -3,7 +3,8 @@
 Each example mutates a shipped recipe (dropped and renamed keys, wrong
 types, random scalars, deep nesting, aliases, odd unicode, bad ``extends``,
 duplicated lines, stray bytes), writes it and loads it as ``aidsafe validate``
-does; a recipe that loads is also compiled as ``aidsafe show`` does. Every
+does (a refused one also through ``aidsafe validate``: one ``Error:`` line);
+a recipe that loads is also compiled as ``aidsafe show`` does. Every
 outcome must be a loaded recipe or the project's error type with every
 problem on ``file:line``: never another exception, never longer than 5 s.
 
@@ -25,10 +26,12 @@ import pytest
 import yaml
 
 hypothesis = pytest.importorskip("hypothesis")
+from click.testing import CliRunner  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from aidsafe._util.errors import RecipeError, UserError  # noqa: E402
+from aidsafe.cli._main import main  # noqa: E402
 from aidsafe.config._recipe import load_recipe  # noqa: E402
 
 from ..conftest import MINI, ROOT  # noqa: E402
@@ -162,6 +165,12 @@ def _check_one(folder: Path, name: str, content) -> str:
         assert exc.problems, str(exc)
         for problem in str(exc).splitlines()[1:]:
             assert PROBLEM_LINE.match(problem), f"problem without file:line: {problem!r}\nin:\n{exc}"
+        # and through the command: one `Error:` line, exit 1, no traceback
+        result = CliRunner().invoke(main, ["validate", str(path)])
+        assert isinstance(result.exception, SystemExit) and result.exit_code == 1, (result.exception, result.output)
+        assert "Traceback" not in result.output
+        assert [line for line in result.stderr.splitlines() if line.startswith("Error:")] == \
+            ["Error: 1 of 1 recipe(s) invalid"], result.stderr
         return "error"
     except UserError as exc:
         pytest.fail(f"a UserError without file:line from a recipe file: {exc}")
