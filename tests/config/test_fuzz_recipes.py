@@ -18,7 +18,6 @@ import copy
 import os
 import re
 import signal
-import tempfile
 import time
 from pathlib import Path
 
@@ -186,10 +185,10 @@ def _check_one(folder: Path, name: str, content) -> str:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGALRM"), reason="needs SIGALRM for the per-recipe time limit")
-def test_fuzzed_recipes_load_or_fail_with_file_and_line():
+def test_fuzzed_recipes_load_or_fail_with_file_and_line(tmp_path):
     outcomes: dict[str, int] = {}
     slowest = [0.0]
-    folder = Path(tempfile.mkdtemp(prefix="aidsafe-fuzz-"))
+    folder = tmp_path  # hypothesis runs many examples in one test: one folder, files rewritten each time
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck))
