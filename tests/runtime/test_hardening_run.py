@@ -60,7 +60,7 @@ def test_lock_refuses_a_second_holder_and_names_its_pid(tmp_path):
     with exclusive_lock(lock):
         assert lock.read_text().strip() == str(os.getpid())
         holder = subprocess.run([sys.executable, "-c", f"""
-from aidsafe._util.lock import exclusive_lock
+from aidsafe._util.lock import LockHeld, exclusive_lock
 try:
     with exclusive_lock({str(lock)!r}):
         print("got it")
