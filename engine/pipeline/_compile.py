@@ -129,8 +129,10 @@ class Program(dspy.Module):
         cache = self.cache if use_stage_cache else None
         with metering(run.usage), dspy.context(adapter=self.adapter):
             for stage in self.stage_modules():
-                if stage.when is not None and not stage.when.holds(state):
-                    run.skipped.append({"stage": stage.spec.id, "when": stage.when.text})
+                # getattr: a plugin kind whose __init__ skips Stage's has no conditions
+                when, where = getattr(stage, "when", None), getattr(stage, "where", None)
+                if when is not None and not when.holds(state):
+                    run.skipped.append({"stage": stage.spec.id, "when": when.text})
                     continue
                 key = components = hit = None
                 if cache is not None:
@@ -165,9 +167,8 @@ class Program(dspy.Module):
                 if filtered:
                     run.filtered = f"stage {stage.spec.id}: {filtered}"
                     break
-                if stage.where is not None and not stage.where.holds(state):
-                    run.filtered = (f"stage {stage.spec.id}: where {stage.where.text!r} is false "
-                                    f"({stage.where.explain(state)})")
+                if where is not None and not where.holds(state):
+                    run.filtered = f"stage {stage.spec.id}: where {where.text!r} is false ({where.explain(state)})"
                     break
         return run
 
