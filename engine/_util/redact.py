@@ -45,7 +45,7 @@ _SHAPES = re.compile(
 # The name and separator stay, the value goes: Bearer <x>, api_key=<x>, "api_key": "<x>".
 _PAIRS = re.compile(
     r"(?P<name>\bBearer\s+|\b(?:x-)?api[_-]?key\b[\"']?\s*[:=]\s*[\"']?|\bauthorization\b[\"']?\s*[:=]\s*[\"']?"
-    r"(?:Bearer\s+)?)(?P<value>(?!\[redacted\])[^\s\"',;}\]]{4,})",
+    r"(?:Bearer\s+)?)(?P<value>(?!\[redacted\]|Bearer\b)[^\s\"',;}\]]{4,})",
     re.IGNORECASE,
 )
 

@@ -49,6 +49,7 @@ from dspy.lm15 import Config, Message, Request
 from aidsafe._util import paths
 from aidsafe._util.errors import UserError
 from aidsafe._util.progress import Progress
+from aidsafe._util.redact import redact
 from aidsafe._util.registry import suggest
 from aidsafe.config._specs import ModelSpec
 from aidsafe.evaluation._eval import Interval, bootstrap_mean
@@ -400,7 +401,7 @@ def ask(handle: ModelHandle, prompt: str, max_tokens: int, temperature: float = 
     except UserError:
         raise
     except Exception as exc:  # one failed call must not stop the benchmark
-        return {"response": None, "finish_reason": None, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        return {"response": None, "finish_reason": None, "error": f"{type(exc).__name__}: {redact(str(exc))[:300]}"}
     return {"response": response.text or "", "finish_reason": response.finish_reason, "error": None}
 
 

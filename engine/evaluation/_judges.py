@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable
 import dspy
 
 from aidsafe._util.errors import OutputParseError, UserError
+from aidsafe._util.redact import redact
 from aidsafe.config._policies import PolicySet, load_policy_set
 from aidsafe.config._specs import AgentSpec, FieldSpec
 from aidsafe.evaluation._judge_specs import (  # noqa: F401 - the judges API, re-exported
@@ -194,7 +195,7 @@ class Judge(dspy.Module):
         except UserError:
             raise  # configuration problems (a missing key) stop the whole run
         except Exception as exc:  # one failed call must not stop the run
-            return Verdict("error", note=f"{type(exc).__name__}: {str(exc)[:300]}")
+            return Verdict("error", note=f"{type(exc).__name__}: {redact(str(exc))[:300]}")
         return self.parse(prediction)
 
     def parse(self, prediction: Any) -> Verdict:

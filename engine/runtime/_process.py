@@ -14,7 +14,7 @@ import dspy
 from aidsafe import __version__
 from aidsafe._util.errors import OutputParseError, UserError
 from aidsafe._util.paths import default_cache_dir
-from aidsafe._util.redact import redact_error
+from aidsafe._util.redact import redact, redact_error
 from aidsafe.config import Recipe, load_recipe
 from aidsafe.models._engine import ModelUsage, UsageMeter, build_models, metering
 from aidsafe.pipeline._compile import Program, compile_recipe
@@ -168,8 +168,10 @@ def process(item: InputRecord, program: Program) -> Outcome:
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # a record's failure must not stop the run
-            error = {"type": type(exc).__name__, "message": str(exc)[:2000], "stage": getattr(exc, "stage_id", None),
-                     "traceback": None if isinstance(exc, UserError) else traceback.format_exc(limit=6)[-4000:]}
+            # Redacted before cutting: a cut must not leave half a key behind.
+            error = {"type": type(exc).__name__, "message": redact(str(exc))[:2000],
+                     "stage": getattr(exc, "stage_id", None),
+                     "traceback": None if isinstance(exc, UserError) else redact(traceback.format_exc(limit=6))[-4000:]}
     # A provider may echo the key in its error: no secret reaches the record.
     record = build_record(item, program, None if error else run_, error=redact_error(error))
     hits = sum(1 for info in run_.stage_info.values() if info["cached"]) if run_ else 0

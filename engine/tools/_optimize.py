@@ -47,6 +47,7 @@ from aidsafe._util import paths
 from aidsafe._util.atomic import atomic_write
 from aidsafe._util.errors import UserError
 from aidsafe._util.paths import default_cache_dir
+from aidsafe._util.redact import redact
 from aidsafe._util.registry import suggest
 from aidsafe.config import ModelSpec, Recipe, load_recipe
 from aidsafe.config._prompts import PROMPTS_FILE, dump_prompts
@@ -347,7 +348,7 @@ def score_program(program: Program, examples: Sequence[dspy.Example], metric: Ju
         except UserError:
             raise  # configuration (a missing key): stop, do not score 0
         except Exception as exc:  # an unparseable answer: the record fails and scores 0
-            return None, f"{type(exc).__name__}: {str(exc)[:200]}"
+            return None, f"{type(exc).__name__}: {redact(str(exc))[:200]}"
         return metric.score(example.query, prediction), None
 
     results = run_tasks([lambda e=e: one(e) for e in examples], workers)
