@@ -8,12 +8,15 @@ when it is done. A process that opened the file just before that removal
 would lock a file no longer in the folder: it checks, after locking, that the
 path still names the file it locked, and starts again if not.
 
-Where ``fcntl`` does not exist (Windows) there is no locking.
+Where ``fcntl`` does not exist (Windows), or the file system cannot lock
+(some network mounts), there is no locking: the latter logs a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +27,8 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 __all__ = ["LockHeld", "exclusive_lock"]
+
+_NO_LOCKING = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
 class LockHeld(Exception):
@@ -53,6 +58,17 @@ def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[Path]:
             pid = _read_pid(fd)
             os.close(fd)
             raise LockHeld(path, pid) from None
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in _NO_LOCKING:
+                raise
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            # A file system without flock (some network mounts): run unlocked, and say so.
+            logging.getLogger(__name__).warning("%s: this file system cannot lock files (%s); another process "
+                                                "writing the same output would not be stopped", path, exc.strerror)
+            yield path
+            return
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:

@@ -251,3 +251,18 @@ main()
     for text in (done.stdout, done.stderr):
         assert KEY not in text and SHAPED not in text
     assert "401 for key [redacted]" in done.stderr  # the log line is there, without the key
+
+
+def test_a_file_system_without_locks_runs_unlocked_with_a_warning(tmp_path, monkeypatch, caplog):
+    import errno
+
+    from aidsafe._util import lock as lock_module
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(lock_module.fcntl, "flock", no_locks)
+    with exclusive_lock(tmp_path / "out.jsonl.lock"):
+        pass
+    assert "cannot lock files" in caplog.text
+    assert not (tmp_path / "out.jsonl.lock").exists()
