@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from aidsafe._util.paths import make_parent
+
 __all__ = ["atomic_path", "atomic_write"]
 
 _FILE_MODES = frozenset({"w", "wt", "wb"})
@@ -47,12 +49,13 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False, suffix
     atomic). When the body raises, the temporary is removed, ``path`` is
     untouched, and the exception propagates.
 
-    Missing parent folders are created. ``suffix`` ends the temporary's name
+    Missing parent folders are created (a file in the way is a
+    ``UserError``, see :func:`~aidsafe._util.paths.make_parent`). ``suffix`` ends the temporary's name
     (``.partial`` for a long download, say), which starts with ``.`` so
     listings skip it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     tmp = _create_temp(path, directory, suffix)
     try:
         yield tmp

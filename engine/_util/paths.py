@@ -89,3 +89,19 @@ def resolve_inside(path: str, base: Path, allowed: list[Path], what: str) -> Pat
     names = ", ".join(str(a) for a in allowed)
     raise UserError(f"{what} {path!r} resolves to {resolved}, outside the allowed folders ({names}); "
                     "move the file into one of them")
+
+
+def make_parent(path: str | os.PathLike[str]) -> None:
+    """Create the folder ``path`` goes in. A file in the way, or a folder
+    that cannot be created, is a :class:`UserError` naming it (not a
+    traceback): every output path the user gives passes through here."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), path.parent)
+        raise UserError(f"cannot write {path}: {blocker} is a file, not a folder; "
+                        "choose a path in a folder") from None
+    except PermissionError as exc:
+        raise UserError(f"cannot write {path}: cannot create its folder ({exc.strerror}); "
+                        "choose a folder you can write to") from None

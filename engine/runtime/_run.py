@@ -14,6 +14,7 @@ from typing import Callable
 
 from aidsafe._util.errors import UsageError, UserError
 from aidsafe._util.lock import LockHeld, exclusive_lock
+from aidsafe._util.paths import make_parent
 from aidsafe._util.progress import Progress
 from aidsafe.config import Recipe
 from aidsafe.models._engine import ModelUsage, UsageMeter
@@ -104,15 +105,7 @@ def check_output_path(output: Path, *protected: str | Path | None) -> None:
         if (output.exists() and os.path.samefile(output, path)) or output.resolve() == Path(path).resolve():
             raise UsageError(f"output {output} is the same file as {path}: the run would overwrite it; "
                              f"write the records elsewhere, e.g. -o {Path(path).with_suffix('')}.out.jsonl")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        blocker = next((p for p in output.parents if p.exists() and not p.is_dir()), output.parent)
-        raise UserError(f"output {output}: {blocker} is a file, not a folder; "
-                        "choose an output path in a folder") from None
-    except PermissionError as exc:
-        raise UserError(f"output {output}: cannot create its folder ({exc.strerror}); "
-                        "choose a folder you can write to") from None
+    make_parent(output)
     if output.is_dir():
         raise UserError(f"output {output} is a folder; give a file path, e.g. {output / 'out.jsonl'}")
 

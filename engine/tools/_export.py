@@ -54,6 +54,7 @@ from typing import Any
 
 from aidsafe._util.atomic import atomic_path, atomic_write
 from aidsafe._util.errors import UserError
+from aidsafe._util.paths import make_parent
 from aidsafe.runtime._records import input_source, iter_jsonl_records, iter_rows
 
 FORMATS = ("sft", "dpo", "hf", "parquet", "records")
@@ -341,7 +342,7 @@ def _check_output(out: Path, fmt: str) -> None:
                             "(an existing saved dataset there is replaced)")
     elif out.is_dir():
         raise UserError(f"{out} is a folder; {fmt} output is one file: give a file path")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out)
 
 
 class _NoRows(Exception):

@@ -44,9 +44,22 @@ def test_output_under_a_file_is_one_error_line(cli, fake, recipe_file, prompts, 
     (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
     result = cli("run", recipe_file(MINI), "-i", prompts(["one"]), "-o", tmp_path / "notes.txt" / "out.jsonl", "-q")
     assert result.exit_code == 1, result.output
-    assert error_lines(result.output) == [f"Error: output {tmp_path / 'notes.txt' / 'out.jsonl'}: "
+    assert error_lines(result.output) == [f"Error: cannot write {tmp_path / 'notes.txt' / 'out.jsonl'}: "
                                           f"{tmp_path / 'notes.txt'} is a file, not a folder; "
-                                          "choose an output path in a folder"]
+                                          "choose a path in a folder"]
+
+
+@pytest.mark.parametrize("fmt", ["sft", "records"])
+def test_export_under_a_file_is_one_error_line(cli, tmp_path, fmt):
+    records = tmp_path / "records.jsonl"
+    records.write_text(json.dumps({"id": "r1", "status": "ok", "prompt": "p", "cot": ["a"], "response": "r",
+                                   "error": None}) + "\n", encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
+    result = cli("export", tmp_path / "notes.txt" / "deeper" / "out.jsonl", "-i", records, "--format", fmt)
+    assert result.exit_code == 1, result.output
+    assert error_lines(result.output) == [f"Error: cannot write {tmp_path / 'notes.txt' / 'deeper' / 'out.jsonl'}: "
+                                          f"{tmp_path / 'notes.txt'} is a file, not a folder; "
+                                          "choose a path in a folder"]
 
 
 def test_a_run_where_every_record_failed_exits_1(cli, fake, recipe_file, prompts, tmp_path):
