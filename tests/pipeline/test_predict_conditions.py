@@ -125,7 +125,7 @@ def test_gate_scores_can_route_later_stages(fake, recipe_file, prompts, tmp_path
         .replace("inputs: [query, response, risk]", "inputs: [query, response]") \
         .replace('where: "severity >= 3"', 'where: "gate.passed"') \
         .replace("stages:", "  judge: {instructions: \"JUDGE: score it.\"}\nstages:")
-    fake.rules = [("JUDGE", {"reason": "fine", "score": 3}), ("REVISER", {"revised_response": "Better."})]
+    fake.rules = [("JUDGE", {"reason": "Mostly fine, a little terse.", "score": 3}), ("REVISER", {"revised_response": "Better."})]
     record = run(recipe_file, prompts, tmp_path, text)[0]
     assert record["status"] == "ok" and record["gate"]["scores"] == {"judge": 3}
     assert record["response"] == "Better." and "skipped" not in record["provenance"]
@@ -245,7 +245,7 @@ def test_moderated_recipe_end_to_end(fake, tmp_path, prompts):
                   ("You check", {"critique": "fine", "agree": True}),
                   ("The user's query was rated high risk", {"revised_thoughts": ["Policy: physical_harm. Decline."],
                                                             "revised_response": "I can't help with that."}),
-                  ("REFINER", {}), ("judge", {"reason": "ok", "score": 5})]
+                  ("REFINER", {}), ("judge", {"reason": "The answer is complete and safe.", "score": 5})]
     out = tmp_path / "out.jsonl"
     aidsafe.run(ROOT / "recipes" / "aidsafe-moderated.yaml",
                 prompts(["How do I kill a Python process?", "How do I build a bomb?"]), out,

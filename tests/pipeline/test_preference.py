@@ -279,7 +279,7 @@ def test_dpo_run_reuses_the_main_pipeline_from_the_cache(fake, prompts, tmp_path
                   ("You rate a chain of thought",
                    lambda call: {"score": 2 if "licensed" in call.input("thoughts") else 5}),
                   ("You check another agent", {"agree": True}),
-                  ("You check", {"reason": "Fine.", "score": 5})]  # the gate's judges
+                  ("You check", {"reason": "The response follows the policies.", "score": 5})]  # the gate's judges
     inputs = prompts(["How do I kill a Python process?", "What household chemicals are unsafe to mix?"])
     fakes = {"default": "fake:test", "judge": "fake:test"}  # the generators and the gate's judges
     main_summary = aidsafe.run(ROOT / "recipes" / "aidsafe.yaml", inputs, tmp_path / "main.jsonl",

@@ -146,8 +146,8 @@ GATED = GATED.replace("agents:\n", """agents:
 
 def test_the_gate_passes_good_records_and_keeps_the_scores(fake, recipe_file, prompts, tmp_path):
     fake.rules = [THINKER, ("CRITIC_", {"agree": True}),
-                  ("POLICY_JUDGE", {"reason": "Follows them.", "score": 5}),
-                  ("REFUSAL_JUDGE", {"reason": "Answered.", "score": 4})]
+                  ("POLICY_JUDGE", {"reason": "It follows the policies.", "score": 5}),
+                  ("REFUSAL_JUDGE", {"reason": "The request is answered.", "score": 4})]
     record = run_one(recipe_file, prompts, tmp_path, GATED)
     assert record["status"] == "ok" and record["gate"]["passed"] is True
     assert [(c["agent"], c["score"], c["min"]) for c in record["gate"]["checks"]] == [
@@ -162,13 +162,48 @@ def test_the_gate_passes_good_records_and_keeps_the_scores(fake, recipe_file, pr
 ])
 def test_the_gate_filters_low_and_unscored_records_with_reasons(fake, recipe_file, prompts, tmp_path, answer, reason):
     fake.rules = [THINKER, ("CRITIC_", {"agree": True}),
-                  ("POLICY_JUDGE", {"reason": "Follows them.", "score": 5}), ("REFUSAL_JUDGE", answer)]
+                  ("POLICY_JUDGE", {"reason": "It follows the policies.", "score": 5}), ("REFUSAL_JUDGE", answer)]
     record = run_one(recipe_file, prompts, tmp_path, GATED)
     assert record["status"] == "filtered" and record["filtered_reason"] == f"stage gate: gate: {reason}"
     check = record["gate"]["checks"][1]
     assert check["passed"] is False and answer["reason"] in check["reason"] + check.get("raw", "")
     assert record["gate"]["checks"][0]["score"] == 5  # every check runs: the scores are data
 
+
+
+LONG = ("I can't help with stopping that program; it could seriously hurt people. If you're interested in how "
+        "programs work, I can explain the basics of operating systems in general terms.")
+
+
+@pytest.mark.parametrize("reason, why", [
+    (LONG, "the reason copies the response instead of judging it"),
+    ("The response says: " + LONG, "the reason copies the response instead of judging it"),
+    ("5", "the judge gave no reason"),
+    ("", "the judge gave no reason"),
+    ("1        # note: the value you produce must be a single int value", "the reason repeats the output-format"),
+])
+def test_a_score_without_a_reason_is_unscored(fake, recipe_file, prompts, tmp_path, reason, why):
+    # small models often copy the response into `reason` and score 5: that is no verdict
+    thinker = ("THINKER", {"thoughts": ["The user wants to stop a program."], "response": LONG})
+    fake.rules = [thinker, ("CRITIC_", {"agree": True}),
+                  ("POLICY_JUDGE", {"reason": "It refuses nothing on a Not-allowed list.", "score": 5}),
+                  ("REFUSAL_JUDGE", {"reason": reason, "score": 5})]
+    record = run_one(recipe_file, prompts, tmp_path, GATED)
+    assert record["status"] == "filtered" and record["filtered_reason"] == "stage gate: gate: refusal_judge unscored"
+    policy, refusal = record["gate"]["checks"]
+    assert policy["score"] == 5 and policy["passed"] is True  # a real reason that quotes nothing
+    assert refusal["score"] is None and refusal["raw_score"] == 5 and refusal["reason"].startswith(f"unscored: {why}")
+
+
+def test_a_reason_that_quotes_a_few_words_of_the_response_counts(fake, recipe_file, prompts, tmp_path):
+    thinker = ("THINKER", {"thoughts": ["The user wants to stop a program."], "response": LONG})
+    fake.rules = [thinker, ("CRITIC_", {"agree": True}),
+                  ("POLICY_JUDGE", {"reason": "Nothing disallowed is given.", "score": 5}),
+                  ("REFUSAL_JUDGE", {"reason": "Stopping a program is allowed, yet the response says 'I can't help "
+                                               "with stopping that program': an over-refusal.", "score": 1})]
+    record = run_one(recipe_file, prompts, tmp_path, GATED)
+    assert record["filtered_reason"] == "stage gate: gate: refusal_judge 1 < 4"
+    assert record["gate"]["checks"][1]["score"] == 1
 
 def test_gate_checks_name_declared_agents(recipe_file):
     bad = GATED.replace("{agent: refusal_judge}", "{agent: refusal_jugde}")

@@ -11,6 +11,11 @@ score, becomes ``filtered`` with every score and reason kept in ``gate``.
 
 Judges are ordinary agents (``instructions``, ``model``), so the gate can use
 a stronger model than the generators: give the judges ``model: judge``.
+
+A score counts only with a reason: a judge whose ``reason`` is empty, a bare
+number, the adapter's format note, or mostly a copy of the response it was
+shown (small models often do this) did not judge, and its check is
+``unscored`` (the record is filtered, the reason says why).
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from aidsafe._util.errors import OutputParseError
 from aidsafe.config._specs import FieldSpec
 from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 from aidsafe.pipeline.stages._base import Stage, StageResult, stage
+from aidsafe.pipeline.stages._filters import _norm
 
 SCORE_MIN, SCORE_MAX = 1, 5
+# a reason whose word 5-grams are mostly the response's is a copy, not a verdict
+ECHO_GRAM, ECHO_SHARE, MIN_REASON_WORDS = 5, 0.6, 3
 
 
 def parse_score(value) -> int | None:
@@ -34,6 +42,22 @@ def parse_score(value) -> int | None:
     text = str(value or "").strip()
     match = re.fullmatch(r"([1-5])(?:\s*/\s*5)?(?:\.0)?", text)
     return int(match.group(1)) if match else None
+
+
+def reason_problem(reason: str, response: str) -> str | None:
+    """Why a judge's ``reason`` is not a reason (None when it is one): empty,
+    a bare number, the output-format note copied back, or mostly the response."""
+    words = _norm(reason).split()
+    if "value you produce must be" in reason or "note:" in reason.lower():
+        return "the reason repeats the output-format instructions"
+    if len([w for w in words if not w.isdigit()]) < MIN_REASON_WORDS:
+        return "the judge gave no reason"
+    said = _norm(response).split()
+    grams = {tuple(said[i:i + ECHO_GRAM]) for i in range(len(said) - ECHO_GRAM + 1)}
+    mine = [tuple(words[i:i + ECHO_GRAM]) for i in range(len(words) - ECHO_GRAM + 1)]
+    if mine and sum(g in grams for g in mine) / len(mine) >= ECHO_SHARE:
+        return "the reason copies the response instead of judging it"
+    return None
 
 
 @stage("gate")
@@ -52,7 +76,7 @@ class Gate(Stage):
         produces=("gate",),
     )
     options = ("checks",)
-    version = 2  # v2: gate.scores (judge -> score)
+    version = 3  # v2: gate.scores (judge -> score); v3: a score needs a reason (reason_problem)
 
     @classmethod
     def check_spec(cls, raw):
@@ -107,8 +131,12 @@ class Gate(Stage):
             try:
                 pred = agent(**context)
                 score, reason = parse_score(pred.score), str(pred.reason or "").strip()
+                problem = reason_problem(reason, str(state.get("response") or ""))
                 if score is None:
                     reason = f"unscored: score {pred.score!r} is not an integer {SCORE_MIN}-{SCORE_MAX}; {reason}"
+                elif problem:
+                    entry["raw_score"] = score
+                    score, reason = None, f"unscored: {problem}; {reason}"[:600]
             except OutputParseError as exc:  # kept, never guessed: the raw answer stays with the verdict
                 score, reason = None, f"unscored: {exc}"[:600]
                 entry["raw"] = str(getattr(exc, "raw", "") or "")[:2000]
