@@ -25,8 +25,10 @@ def describe_recipe(program: Program) -> str:
         detail = stage.describe()
         filters = [f.type for f in stage.filters_before] and f" filters-before={[f.type for f in stage.filters_before]}"
         after = [f.type for f in stage.filters_after] and f" filters-after={[f.type for f in stage.filters_after]}"
+        conditions = "".join(f"  {key}: {stage.spec.raw[key]}" for key in ("when", "where")
+                             if stage.spec.raw.get(key) is not None)
         lines.append(f"  -> [{stage.spec.id}] {stage.kind} ({agents}){detail}{filters or ''}{after or ''}"
-                     f"  writes: {', '.join(stage.contract.produces) or '-'}")
+                     f"  writes: {', '.join(stage.contract.produces) or '-'}{conditions}")
     lines.append("  -> output record")
     lines.append("")
     lines.append("resolved recipe:")

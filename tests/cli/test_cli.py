@@ -30,6 +30,7 @@ def cli():
     (["validate"], 2, "Missing argument"),
     (["show", "recipes/aidsafe-1round.yaml"], 0, "rounds<=1"),
     (["show", "aidsafe"], 0, "[deliberation] deliberate (safety_deliberator@default, helpfulness_deliberator@default)"),
+    (["show", "recipes/critique-revise.yaml"], 0, "writes: thoughts, response  when: severity >= 2"),
     (["run", "recipes/aidsafe.yaml", "--input", "missing.jsonl", "-o", "x.jsonl"], 1, "not found"),
     (["run", "recipes/aidsafe.yaml", "--input", "tests/data/xstest_sample.csv"], 2, "--output is required"),
     (["run", "recipes/aidsafe.yaml", "-i", "tests/data/xstest_sample.csv", "-o", "x.jsonl", "--model", "oops"], 2,
