@@ -74,20 +74,31 @@ except LockHeld as exc:
 
 
 def test_second_run_on_the_same_output_refuses_and_the_first_completes(recipe_file, prompts, tmp_path):
-    rows = [f"prompt {i}" for i in range(12)]
+    release = threading.Event()  # the first run waits on its second record until the second run is done
+
+    def responder(messages, body):
+        if "HOLD" in json.dumps(messages):
+            release.wait(120)
+        return default_responder(messages, body)
+
+    rows = ["one", "HOLD two", "three", "four"]
     inputs, out = prompts(rows), tmp_path / "out.jsonl"
-    with MockOpenAIServer(latency=0.1) as server:
-        recipe = recipe_file(served(server.url))
-        first = cli("run", str(recipe), "-i", str(inputs), "-o", str(out), "-q", cache=tmp_path / "c1")
-        wait_for(lambda: (tmp_path / "out.jsonl.lock").exists() and journal_lines(tmp_path / "out.jsonl.journal"))
-        second = cli("run", str(recipe), "-i", str(inputs), "-o", str(out), "-q", cache=tmp_path / "c2")
-        _, err = second.communicate(timeout=120)
-        assert second.returncode == 1, err
-        errors = [line for line in err.splitlines() if line.startswith("Error:")]
-        assert len(errors) == 1 and f"pid {first.pid}" in errors[0] and str(out) in errors[0], err
-        assert "Traceback" not in err
-        _, err1 = first.communicate(timeout=300)
-        assert first.returncode == 0, err1
+    try:
+        with MockOpenAIServer(responder=responder) as server:
+            recipe = recipe_file(served(server.url))
+            first = cli("run", str(recipe), "-i", str(inputs), "-o", str(out), "-q", cache=tmp_path / "c1")
+            wait_for(lambda: journal_lines(tmp_path / "out.jsonl.journal") >= 1, timeout=120)
+            second = cli("run", str(recipe), "-i", str(inputs), "-o", str(out), "-q", cache=tmp_path / "c2")
+            _, err = second.communicate(timeout=120)
+            assert second.returncode == 1, err
+            errors = [line for line in err.splitlines() if line.startswith("Error:")]
+            assert len(errors) == 1 and f"pid {first.pid}" in errors[0] and str(out) in errors[0], err
+            assert "Traceback" not in err
+            release.set()
+            _, err1 = first.communicate(timeout=300)
+            assert first.returncode == 0, err1
+    finally:
+        release.set()
     records = read_jsonl(out)
     assert [r["prompt"] for r in records] == rows and all(r["status"] == "ok" for r in records)
     assert not (tmp_path / "out.jsonl.lock").exists() and not (tmp_path / "out.jsonl.journal").exists()
