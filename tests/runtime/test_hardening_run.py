@@ -277,3 +277,15 @@ def test_a_file_system_without_locks_runs_unlocked_with_a_warning(tmp_path, monk
         pass
     assert "cannot lock files" in caplog.text
     assert not (tmp_path / "out.jsonl.lock").exists()
+
+
+@pytest.mark.parametrize("executor", ["thread", "ray"])
+def test_a_held_output_is_refused_before_any_work_with_either_executor(fake, recipe_file, prompts, tmp_path,
+                                                                        executor):
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "r1"}\n', encoding="utf-8")
+    with exclusive_lock(tmp_path / "out.jsonl.lock"):
+        with pytest.raises(UserError, match=f"being written by another run \\(pid {os.getpid()}"):
+            aidsafe.run(recipe_file(MINI), prompts(["one"]), out, options(tmp_path / "c", executor=executor))
+    assert out.read_text(encoding="utf-8") == '{"id": "r1"}\n'  # untouched
+    assert fake.calls == 0 and not (tmp_path / "out.jsonl.journal").exists()
