@@ -93,22 +93,7 @@ def _load_chain(path: Path, display: str, seen: list[str]) -> tuple[dict, dict, 
         file, line = located.where(("extends",))
         raise RecipeError([f"{file}:{line} extends: expected a path string, found {type(parent_ref).__name__}"],
                           source=display)
-    file, line = located.where(("extends",))
-    try:
-        parent_path = _parent_path(parent_ref, path)
-        found = parent_path.is_file()
-    except UserError as exc:
-        raise RecipeError([f"{file}:{line} extends: {exc}"], source=display) from None
-    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
-        raise RecipeError([f"{file}:{line} extends: {parent_ref!r} is not a usable file name ({exc}); "
-                           "give the parent recipe's file name"], source=display) from None
-    parent_display = _display(parent_path)
-    if parent_display in chain:
-        raise RecipeError([f"{file}:{line} extends: an extends cycle {' -> '.join(chain + [parent_display])}; "
-                           "remove one of the `extends:` lines"], source=display)
-    if not found:
-        raise RecipeError([f"{file}:{line} extends: {parent_ref!r} not found (looked at {str(parent_path)!r})"],
-                          source=display)
+    parent_path, parent_display = resolve_parent(parent_ref, path, display, located, chain, "recipe")
     parent, parent_lines, chain = _load_chain(parent_path, parent_display, chain)
     merged_lines = dict(parent_lines)
     problems: list[str] = []
@@ -156,7 +141,7 @@ def _stage_lines_by_index(data: dict, located: Located) -> dict:
     return lines
 
 
-def _parent_path(parent_ref: str, path: Path) -> Path:
+def _parent_path(parent_ref: str, path: Path, what: str = "recipe") -> Path:
     """Where ``extends: parent_ref`` in ``path`` points: beside the child, or
     in ``recipes/`` (``aidsafe.yaml``, or by name: ``aidsafe``); a
     :class:`UserError` when that is outside both."""
@@ -166,7 +151,32 @@ def _parent_path(parent_ref: str, path: Path) -> Path:
         parent_ref = f"{parent_ref}.yaml"  # `extends: aidsafe` names a shipped recipe, as `aidsafe run aidsafe` does
     if not (base / parent_ref).is_file() and (paths.recipes_dir() / parent_ref).is_file():
         base = paths.recipes_dir()  # `extends: aidsafe.yaml` from anywhere means the shipped recipe
-    return paths.resolve_inside(parent_ref, base, [paths.recipes_dir(), path.parent.resolve()], "the parent recipe")
+    return paths.resolve_inside(parent_ref, base, [paths.recipes_dir(), path.parent.resolve()], f"the parent {what}")
+
+
+def resolve_parent(parent_ref: str, path: Path, display: str, located: Located, chain: list[str],
+                   what: str) -> tuple[Path, str]:
+    """The file ``extends: parent_ref`` names and its display name, for recipes
+    and judges files alike; every problem (outside the allowed folders, an
+    unusable name, a cycle, missing) is a :class:`RecipeError` at the
+    ``extends:`` line."""
+    file, line = located.where(("extends",))
+    try:
+        parent_path = _parent_path(parent_ref, path, what)
+        found = parent_path.is_file()
+    except UserError as exc:
+        raise RecipeError([f"{file}:{line} extends: {exc}"], source=display) from None
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
+        raise RecipeError([f"{file}:{line} extends: {parent_ref!r} is not a usable file name ({exc}); "
+                           f"name the parent {what} by its file name"], source=display) from None
+    parent_display = _display(parent_path)
+    if parent_display in chain:
+        raise RecipeError([f"{file}:{line} extends: an extends cycle {' -> '.join(chain + [parent_display])}; "
+                           "remove one of the `extends:` lines"], source=display)
+    if not found:
+        raise RecipeError([f"{file}:{line} extends: {parent_ref!r} not found (looked at {str(parent_path)!r})"],
+                          source=display)
+    return parent_path, parent_display
 
 
 def _display(path: Path) -> str:

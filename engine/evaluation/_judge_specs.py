@@ -22,6 +22,7 @@ from aidsafe._util import paths
 from aidsafe._util.errors import RecipeError, UserError
 from aidsafe._util.hashing import sha256_of
 from aidsafe._util.registry import suggest
+from aidsafe.config._recipe import _display, resolve_parent  # one display name and parent lookup per file
 from aidsafe.config._recipe import _merge as merge_over  # the one deep merge of `extends`, shared with recipes
 from aidsafe.config._schema import raise_located, validate_document
 from aidsafe.config._specs import ModelSpec
@@ -90,27 +91,6 @@ class JudgeSet:
         return self.judges[name]
 
 
-def _parent_path(parent_ref: str, path: Path) -> Path:
-    """Where ``extends: parent_ref`` in ``path`` points: beside the child, or in
-    ``recipes/`` (``judges.yaml``, or by name: ``judges``); a :class:`UserError`
-    when that is outside both."""
-    base = path.parent
-    if not (base / parent_ref).is_file() and not Path(parent_ref).suffix \
-            and (paths.recipes_dir() / f"{parent_ref}.yaml").is_file():
-        parent_ref = f"{parent_ref}.yaml"  # `extends: judges` names the shipped file
-    if not (base / parent_ref).is_file() and (paths.recipes_dir() / parent_ref).is_file():
-        base = paths.recipes_dir()
-    return paths.resolve_inside(parent_ref, base, [paths.recipes_dir(), path.parent.resolve()],
-                                "the parent judges file")
-
-
-def _display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(paths.project_root()))
-    except ValueError:
-        return str(path)
-
-
 def resolve_judges_path(ref: str | Path) -> Path:
     """A path, or a bare name meaning ``recipes/<name>.yaml`` (``judges``)."""
     path = Path(ref)
@@ -150,25 +130,11 @@ def _load_chain(path: Path, display: str, seen: list[str]) -> tuple[dict, dict, 
     parent_ref = data.get("extends")
     if parent_ref is None:
         return data, dict(located.lines), chain
-    file, line = located.where(("extends",))
     if not isinstance(parent_ref, str):
+        file, line = located.where(("extends",))
         raise RecipeError([f"{file}:{line} extends: expected a path string such as judges.yaml, found "
                            f"{type(parent_ref).__name__}"], source=display)
-    try:
-        parent_path = _parent_path(parent_ref, path)
-        found = parent_path.is_file()
-    except UserError as exc:
-        raise RecipeError([f"{file}:{line} extends: {exc}"], source=display) from None
-    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
-        raise RecipeError([f"{file}:{line} extends: {parent_ref!r} is not a usable file name ({exc}); "
-                           "give the parent judges file's name"], source=display) from None
-    parent_display = _display(parent_path)
-    if parent_display in chain:
-        raise RecipeError([f"{file}:{line} extends: an extends cycle {' -> '.join(chain + [parent_display])}; "
-                           "remove one of the `extends:` lines"], source=display)
-    if not found:
-        raise RecipeError([f"{file}:{line} extends: {parent_ref!r} not found (looked at {parent_path})"],
-                          source=display)
+    parent_path, parent_display = resolve_parent(parent_ref, path, display, located, chain, "judges file")
     parent, lines, chain = _load_chain(parent_path, parent_display, chain)
     child = {k: v for k, v in data.items() if k != "extends"}
     child.setdefault("name", path.stem)  # a variant is its own judge set

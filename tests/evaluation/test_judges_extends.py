@@ -89,10 +89,10 @@ def test_an_extends_cycle_is_an_error_with_its_line(tmp_path):
 @pytest.mark.parametrize(("ref", "expected"), [
     ("../outside.yaml", "extends: the parent judges file '../outside.yaml' resolves to {outside}, outside the "
                         "allowed folders ({recipes}, {folder}); move the file into one of them"),
-    ("missing.yaml", "extends: 'missing.yaml' not found (looked at {folder}/missing.yaml)"),
+    ("missing.yaml", "extends: 'missing.yaml' not found (looked at '{folder}/missing.yaml')"),
     ("[a, b]", "extends: expected a path string such as judges.yaml, found list"),
     ("x" * 300 + ".yaml", "extends: '" + "x" * 300 + ".yaml' is not a usable file name ([Errno 36] File name too "
-                          "long: '{folder}/" + "x" * 300 + ".yaml'); give the parent judges file's name"),
+                          "long: '{folder}/" + "x" * 300 + ".yaml'); name the parent judges file by its file name"),
 ])
 def test_a_bad_parent_is_an_error_with_its_line(ref, expected, tmp_path):
     folder = tmp_path / "sub"
