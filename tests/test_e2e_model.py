@@ -105,7 +105,7 @@ def _run_recipe(tmp_path, text, prompts, models=("default",)):
 def test_moderated_recipe_on_the_smoke_model(tmp_path):
     # one round of three deliberators (the moderator decides between rounds: tested on the fake engine),
     # no gate: plumbing of the risk stage and its `when:` only (135M)
-    records = _run_recipe(tmp_path, "extends: aidsafe-moderated.yaml\nmodels: {default: {max_tokens: 160}}\n"
+    records = _run_recipe(tmp_path, "extends: aidsafe-moderated.yaml\nmodels: {default: {max_tokens: 384}}\n"
                                     "stages:\n  deliberation: {stop: {max_rounds: 1, max_turns: 3}}\n  gate: null\n",
                           PROMPTS[1:], models=("default", "judge"))
     record = records[0]
