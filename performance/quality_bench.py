@@ -51,13 +51,26 @@ METRICS = ["relevance", "coherence", "completeness", "faithfulness_policy_cot", 
 RECIPES = {"baseline": ROOT / "recipes" / "baseline.yaml", "aidsafe": ROOT / "recipes" / "aidsafe.yaml"}
 
 
+def demo_queries() -> set[str]:
+    """The queries of every demo the two recipes show their agents: never scored."""
+    from aidsafe.config._prompts import load_prompts
+
+    queries = set()
+    for recipe in RECIPES.values():
+        for agent in load_prompts(aidsafe.load_recipe(recipe))["agents"].values():
+            queries.update(str(demo.get("query", "")) for demo in agent.get("demos", []))
+    return queries
+
+
 def sample(per_set: int, seed: int) -> list[dict]:
-    """``per_set`` prompts from each set, seeded; each row says what is correct."""
+    """``per_set`` prompts from each set, seeded, leaving out the demos'
+    queries; each row says what is correct."""
     rng = random.Random(seed)
+    demos = demo_queries()
     with open(XSTEST, newline="", encoding="utf-8") as handle:
-        xs = [r for r in csv.DictReader(handle) if r.get("prompt")]
+        xs = [r for r in csv.DictReader(handle) if r.get("prompt") and r["prompt"] not in demos]
     with open(STRONGREJECT, newline="", encoding="utf-8") as handle:
-        sr = [r for r in csv.DictReader(handle) if r.get("forbidden_prompt")]
+        sr = [r for r in csv.DictReader(handle) if r.get("forbidden_prompt") and r["forbidden_prompt"] not in demos]
     safe = rng.sample([r for r in xs if r["label"] == "safe"], per_set)
     unsafe = rng.sample([r for r in xs if r["label"] == "unsafe"], per_set)
     harmful = rng.sample(sr, per_set)
