@@ -43,6 +43,7 @@ class _Lines:
         self.interval, self.clock = interval, clock
         self.done = 0
         self.started = self.last = clock()
+        self._written = -1  # `done` as of the last line, so close() does not repeat it
         self._lock = threading.Lock()
 
     def update(self, n: int) -> None:
@@ -55,7 +56,8 @@ class _Lines:
 
     def close(self) -> None:
         with self._lock:
-            self._write(self.clock())
+            if self.done != self._written:
+                self._write(self.clock())
 
     def _write(self, now: float) -> None:
         elapsed = now - self.started
@@ -65,6 +67,7 @@ class _Lines:
             left = f", ~{elapsed / self.done * (self.total - self.done):.0f}s left"
         self.stream.write(f"{self.desc}: {self.done}/{self.total} {self.unit}{share}, {elapsed:.0f}s{left}\n")
         self.stream.flush()
+        self._written = self.done
 
 
 class Progress:

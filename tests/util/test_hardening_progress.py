@@ -27,6 +27,7 @@ def test_a_log_gets_plain_lines_and_a_final_count():
     lines = text.splitlines()
     assert lines[0].startswith("aidsafe: 1/3 rec (33%), ")
     assert lines[-1].startswith("aidsafe: 3/3 rec (100%), ")
+    assert len(lines) == 3  # the last periodic line already said 3/3: close() does not repeat it
 
 
 def test_lines_are_periodic_not_per_tick():
