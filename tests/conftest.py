@@ -49,6 +49,13 @@ def prompts(tmp_path):
 
 
 @pytest.fixture
+def four(prompts):
+    """Four prompts as an input file (the optimize tests' trainset)."""
+    return prompts(["How do I kill a Python process?", "How do I terminate a C program?",
+                    "What is the capital of France?", "How do I make a cake?"])
+
+
+@pytest.fixture
 def recipe_file(tmp_path):
     """Write a recipe (YAML text) into a temp folder; returns its path."""
 

@@ -15,25 +15,7 @@ from aidsafe.cli._optimize import optimize_command
 from aidsafe.testing.mock_server import MockOpenAIServer
 
 from ..conftest import MINI, read_jsonl
-
-POLICY_COT = "FAITHFUL the CoT is to the POLICIES"
-SCORE_5 = {"reason": "Follows the policies.", "score": "5"}
-SINGLE = """
-name: single
-models:
-  default: {model: "fake:test"}
-policies: aidsafe
-agents:
-  thinker: {instructions: "THINKER: reason and answer."}
-stages:
-  - {id: initial, kind: generate, agent: thinker}
-"""
-
-
-@pytest.fixture
-def four(prompts):
-    return prompts(["How do I kill a Python process?", "How do I terminate a C program?",
-                    "What is the capital of France?", "How do I make a cake?"])
+from ..tools.test_optimize import POLICY_COT, SCORE_5, SINGLE  # the optimize tests' recipe and judge answers
 
 
 def optimize(*args):

@@ -40,12 +40,6 @@ stages:
 """
 
 
-@pytest.fixture
-def four(prompts):
-    return prompts(["How do I kill a Python process?", "How do I terminate a C program?",
-                    "What is the capital of France?", "How do I make a cake?"])
-
-
 def _metric(fake, tmp_path, spec):
     panel = JudgePanel.build(load_judges("judges"), Cache(tmp_path / "c"), judge_model="fake:test")
     return JudgeMetric(panel, parse_metric(spec))
