@@ -93,6 +93,12 @@ def _words(text: str) -> list[str]:
     return _norm(text).split()
 
 
+def word_runs(text: str, n: int) -> list[tuple[str, ...]]:
+    """Every run of ``n`` consecutive (normalised) words in ``text``, in order."""
+    words = _words(text)
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
 @filter_kind("policy_echo")
 class PolicyEcho(Filter):
     """Drop thoughts that copy the policy text (a run of ``min_words``
@@ -110,8 +116,7 @@ class PolicyEcho(Filter):
         n = self.spec.get("min_words", 12)
         cached = getattr(self, "_cache", None)
         if cached is None or cached[0] != ctx.policies:
-            words = _words(ctx.policies)
-            cached = (ctx.policies, {tuple(words[i:i + n]) for i in range(len(words) - n + 1)})
+            cached = (ctx.policies, set(word_runs(ctx.policies, n)))
             self._cache = cached
         return cached[1]
 
@@ -119,8 +124,7 @@ class PolicyEcho(Filter):
         """Whether ``text`` contains ``min_words`` consecutive words of the policy text."""
         n = self.spec.get("min_words", 12)
         grams = self._grams(ctx)
-        words = _words(text)
-        return any(tuple(words[i:i + n]) in grams for i in range(len(words) - n + 1))
+        return any(run in grams for run in word_runs(text, n))
 
     def apply(self, thoughts, state, ctx):
         echoed = [self.echoes(t, ctx) for t in thoughts]

@@ -26,7 +26,7 @@ from aidsafe._util.errors import OutputParseError
 from aidsafe.config._specs import FieldSpec
 from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 from aidsafe.pipeline.stages._base import Stage, StageResult, stage
-from aidsafe.pipeline.stages._filters import _norm
+from aidsafe.pipeline.stages._filters import _words, word_runs
 
 SCORE_MIN, SCORE_MAX = 1, 5
 # a reason whose word 5-grams are mostly the response's is a copy, not a verdict
@@ -47,14 +47,13 @@ def parse_score(value) -> int | None:
 def reason_problem(reason: str, response: str) -> str | None:
     """Why a judge's ``reason`` is not a reason (None when it is one): empty,
     a bare number, the output-format note copied back, or mostly the response."""
-    words = _norm(reason).split()
+    words = _words(reason)
     if "value you produce must be" in reason or "note:" in reason.lower():
         return "the reason repeats the output-format instructions"
     if len([w for w in words if not w.isdigit()]) < MIN_REASON_WORDS:
         return "the judge gave no reason"
-    said = _norm(response).split()
-    grams = {tuple(said[i:i + ECHO_GRAM]) for i in range(len(said) - ECHO_GRAM + 1)}
-    mine = [tuple(words[i:i + ECHO_GRAM]) for i in range(len(words) - ECHO_GRAM + 1)]
+    grams = set(word_runs(response, ECHO_GRAM))
+    mine = word_runs(reason, ECHO_GRAM)
     if mine and sum(g in grams for g in mine) / len(mine) >= ECHO_SHARE:
         return "the reason copies the response instead of judging it"
     return None
