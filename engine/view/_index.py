@@ -165,6 +165,13 @@ class RunIndex:
 
     # ------------------------------------------------------------ reading
 
+    def contains(self, rid: str) -> bool:
+        """Whether the file holds id ``rid``; like :meth:`record`, an id not
+        indexed yet waits for the rest of the file before the answer is no."""
+        if rid not in self.by_id:
+            self.wait()
+        return rid in self.by_id
+
     def record(self, rid: str) -> tuple[Row, dict]:
         """The row and the full record of id ``rid`` (a :class:`UserError`
         when there is no such id)."""

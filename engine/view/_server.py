@@ -169,7 +169,7 @@ def api_record(app: ViewApp, query: dict) -> dict:
     next_id = rows[row.position + 1].id if row.position + 1 < len(rows) else None
     others = []
     for i, other in enumerate(app.sources):  # the same id in the other files (compare)
-        if other is not source and rid in other.index.by_id:
+        if other is not source and other.index.contains(rid):  # waits for a file still being indexed
             others.append({"file": i, "label": other.label})
     return {"file": source.info(int(key)), "row": row.to_dict(source.index.metrics, source.reviews.get(rid)),
             "record": record, "review": source.reviews.get(rid), "prev": prev_id, "next": next_id,
