@@ -50,7 +50,7 @@ from aidsafe.evaluation._judge_specs import (  # noqa: F401 - the judges API, re
 )
 from aidsafe.evaluation._tasks import run_tasks
 from aidsafe.models._engine import ModelHandle, build_models
-from aidsafe.pipeline._agents import Agent, Contract
+from aidsafe.pipeline._agents import Agent, Contract, make_adapter
 from aidsafe.store._cache import Cache
 
 # ---------------------------------------------------------------- parsing
@@ -186,7 +186,7 @@ class Judge(dspy.Module):
         if missing:
             return Verdict("skipped", note=f"record has no {', '.join(missing)}")
         try:
-            with dspy.context(adapter=dspy.JSONAdapter()):
+            with dspy.context(adapter=make_adapter("json")):
                 prediction = self.agent(**inputs)
         except OutputParseError as exc:
             return Verdict("unscored", raw=exc.raw, note=f"answer not in the required format: {str(exc)[:300]}")

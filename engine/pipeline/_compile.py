@@ -19,7 +19,7 @@ from aidsafe._util.hashing import sha256_of
 from aidsafe.config._policies import PolicySet
 from aidsafe.config._specs import Recipe
 from aidsafe.models._engine import ModelHandle, UsageMeter, metering
-from aidsafe.pipeline._agents import Agent
+from aidsafe.pipeline._agents import Agent, make_adapter
 from aidsafe.pipeline.stages import STAGES, Stage, StageContext
 from aidsafe.pipeline.stages._base import dataflow
 from aidsafe.store._cache import Cache
@@ -74,7 +74,7 @@ class Program(dspy.Module):
                     key += "'"
                 self.agents[key] = agent
             self.stage_ids.append(spec.id)
-        self.adapter = dspy.JSONAdapter() if recipe.adapter == "json" else dspy.ChatAdapter()
+        self.adapter = make_adapter(recipe.adapter)
         self.policy_terms = tuple(t for p in policies.policies for t in (p.id, p.name))
         if prompts:
             from aidsafe.config._prompts import apply_prompts

@@ -42,11 +42,14 @@ class RunOptions:
     ray_address: str | None = None
 
 
-def prepare(recipe: Recipe | str | Path, options: RunOptions) -> tuple[Recipe, Program, Cache]:
-    """Load (if needed), build models and compile."""
+def prepare(recipe: Recipe | str | Path, options: RunOptions,
+            write_behind: bool = True) -> tuple[Recipe, Program, Cache]:
+    """Load (if needed), build models and compile. ``write_behind``: cache
+    writes go through one writer thread (the run closes the cache, which
+    flushes them); a Ray worker, which is never closed, writes directly."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
-    cache = Cache(options.cache_dir or default_cache_dir(), enabled=options.use_cache)
+    cache = Cache(options.cache_dir or default_cache_dir(), enabled=options.use_cache, write_behind=write_behind)
     models = build_models(recipe.models, cache, options.model_overrides, options.api_base)
     program = compile_recipe(recipe, models, cache=cache)
     return recipe, program, cache

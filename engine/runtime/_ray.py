@@ -45,7 +45,7 @@ class _Worker:
         from aidsafe.runtime._process import RunOptions, prepare
 
         install_log_redaction()  # a worker process is ours: its logs carry no key either
-        self.recipe, self.program, self.cache = prepare(recipe_path, RunOptions(**options))
+        self.recipe, self.program, self.cache = prepare(recipe_path, RunOptions(**options), write_behind=False)
 
     def process(self, item):
         from aidsafe.runtime._process import process

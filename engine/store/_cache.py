@@ -63,14 +63,27 @@ class Cache:
     ``enabled=False`` (``--no-cache``) makes every lookup miss and stores nothing.
     A directory that turns out unusable has the same effect, after one warning
     line (``unavailable`` then says why).
+
+    ``write_behind=True`` (what a run uses) hands writes to one writer thread
+    that stores whatever is waiting in one SQLite transaction, so the workers
+    neither wait for nor contend over the database's write lock. Reads see
+    writes still waiting; :meth:`flush` (and :meth:`close`, :meth:`stats`,
+    :meth:`clear`) wait until everything is stored. A process killed outright
+    loses only the writes of its last moments: they are recomputed on rerun.
     """
 
-    def __init__(self, directory: str | Path, enabled: bool = True):
+    def __init__(self, directory: str | Path, enabled: bool = True, write_behind: bool = False):
         self.directory = Path(directory)
         self.enabled = enabled
         self.unavailable: str | None = None
         self.counters = CacheCounters()
         self._lock = threading.RLock()
+        self.write_behind = write_behind
+        # (section, key) -> (payload, tag): written, not yet stored
+        self._pending: dict[tuple[str, str], tuple[str, str | None]] = {}
+        self._pending_changed = threading.Condition(threading.Lock())
+        self._writer: threading.Thread | None = None
+        self._writing = 0  # entries the writer has taken and not yet stored
         self._sections: dict[str, diskcache.Cache] = {}
         # the inode of each section's SQLite file as opened: only that file is
         # ever moved aside (another process may already have replaced it)
@@ -88,10 +101,61 @@ class Cache:
             return self._sections[name]
 
     def close(self) -> None:
+        self.flush()
         with self._lock:
             for section in self._sections.values():
                 section.close()
             self._sections.clear()
+
+    # -- write-behind -------------------------------------------------------
+    def flush(self) -> None:
+        """Wait until every write handed to the writer thread is stored (or
+        dropped, if the cache became unusable meanwhile)."""
+        with self._pending_changed:
+            while (self._pending or self._writing) and self._writer is not None and self._writer.is_alive():
+                self._pending_changed.wait(0.5)
+
+    def _queue(self, section: str, key: str, payload: str, tag: str | None) -> None:
+        with self._pending_changed:
+            self._pending[(section, key)] = (payload, tag)
+            if self._writer is None or not self._writer.is_alive():
+                # daemon: a crashed or interrupted run never hangs at exit;
+                # the run's `close` flushes before it returns
+                self._writer = threading.Thread(target=self._write_loop, name="aidsafe-cache-writer", daemon=True)
+                self._writer.start()
+            self._pending_changed.notify_all()
+
+    def _pending_value(self, section: str, key: str) -> str | None:
+        with self._pending_changed:
+            entry = self._pending.get((section, key))
+        return entry[0] if entry is not None else None
+
+    def _unqueue(self, section: str, key: str) -> None:
+        with self._pending_changed:
+            self._pending.pop((section, key), None)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._pending_changed:
+                while not self._pending:
+                    if not self._pending_changed.wait(5.0) and not self._pending:
+                        self._writer = None  # idle: a later write starts a new one
+                        self._pending_changed.notify_all()
+                        return
+                batch = dict(self._pending)
+                self._pending.clear()
+                self._writing = len(batch)
+            try:
+                by_section: dict[str, list[tuple[str, str, str | None]]] = {}
+                for (section, key), (payload, tag) in batch.items():
+                    by_section.setdefault(section, []).append((key, payload, tag))
+                for section, items in by_section.items():
+                    if self.enabled:
+                        self._guarded(section, lambda store, items=items: _store_all(store, items), False, retry=True)
+            finally:
+                with self._pending_changed:
+                    self._writing = 0
+                    self._pending_changed.notify_all()
 
     # -- faults -------------------------------------------------------------
     def _guarded(self, section: str, action: Callable[[diskcache.Cache], T], default: T,
@@ -171,7 +235,9 @@ class Cache:
     def _get(self, section: str, key: str, shape: Callable[[dict], bool] | None = None) -> dict | None:
         if not self.enabled:
             return None
-        raw = self._guarded(section, lambda store: store.get(key), None)
+        raw = self._pending_value(section, key) if self.write_behind else None
+        if raw is None:
+            raw = self._guarded(section, lambda store: store.get(key), None)
         if raw is None:
             return None
         try:
@@ -184,14 +250,21 @@ class Cache:
         # undecodable, from another format, or missing what its reader needs
         with self._lock:
             self.counters.dropped_corrupt += 1
-        self._guarded(section, lambda store: store.delete(key), False)
+        self._delete(section, key)
         return None
 
     def _put(self, section: str, key: str, value: dict, tag: str | None = None) -> None:
         if not self.enabled:
             return
         payload = json.dumps(dict(value, format=CACHE_FORMAT, created=time.time()), ensure_ascii=False)
-        self._guarded(section, lambda store: store.set(key, payload, tag=tag), False, retry=True)
+        if self.write_behind:
+            self._queue(section, key, payload, tag)
+        else:
+            self._guarded(section, lambda store: store.set(key, payload, tag=tag), False, retry=True)
+
+    def _delete(self, section: str, key: str) -> None:
+        self._unqueue(section, key)
+        self._guarded(section, lambda store: store.delete(key), False)
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -209,7 +282,7 @@ class Cache:
         with self._lock:
             self.counters.dropped_corrupt += 1
         if self.enabled:
-            self._guarded("calls", lambda store: store.delete(key), False)
+            self._delete("calls", key)
 
     def put_call(self, key: str, value: dict) -> None:
         self._put("calls", key, value)
@@ -240,6 +313,7 @@ class Cache:
     def stats(self) -> dict:
         """Entries and bytes per section, and the last run's hit counters.
         Raises :class:`CacheUnavailable` when the directory cannot be used."""
+        self.flush()
         out: dict[str, Any] = {"directory": str(self.directory), "sections": {}}
         for name in _SECTIONS:
             empty = {"entries": 0, "bytes": 0}
@@ -255,6 +329,7 @@ class Cache:
         """Remove entries: all, one stage's (``stage``), and/or those older than
         ``older_than`` seconds. Returns how many were removed. Raises
         :class:`CacheUnavailable` when the directory cannot be used."""
+        self.flush()
         cutoff = time.time() - older_than if older_than is not None else None
 
         def clear_section(store: diskcache.Cache) -> int:
@@ -296,6 +371,13 @@ class Cache:
             return json.loads((self.directory / "last_run.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+
+
+def _store_all(store: diskcache.Cache, items: list[tuple[str, str, str | None]]) -> None:
+    """Store ``(key, payload, tag)`` items in one transaction."""
+    with store.transact(retry=True):
+        for key, payload, tag in items:
+            store.set(key, payload, tag=tag, retry=True)
 
 
 def _explain_key(recipe: str, record_id: str, stage_id: str) -> str:

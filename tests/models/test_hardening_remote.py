@@ -172,3 +172,26 @@ def test_inspection_keys_see_the_environment_endpoint_too(monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", "http://a:1/v1")
     spec = ModelSpec("m", "openai/x")
     assert spec_identity(spec)["api_base"] == RemoteEngine(spec).identity()["api_base"] == "http://a:1/v1"
+
+
+def test_remote_requests_skip_the_second_lm_layer_and_send_the_same_bytes(monkeypatch):
+    """The caching engine is the one ``dspy.LM`` layer: a remote request goes
+    straight to DSPy's provider client (no second history entry, no second
+    price lookup), and the server receives exactly what the LM path sends."""
+    from dspy.lm15 import Message, Request
+
+    from aidsafe.models import _engine
+
+    assert _engine._DIRECT is not None, "this DSPy no longer offers the direct provider path"
+    request = Request(model="m", system="sys", messages=(Message.user("hi"),))
+    bodies = []
+    with MockOpenAIServer() as server:
+        for direct in (True, False):
+            if not direct:
+                monkeypatch.setattr(_engine, "_DIRECT", None)
+            engine = RemoteEngine(ModelSpec("m", "openai/mock-model", api_base=server.url))
+            response = engine.complete(request)
+            assert response.text
+            assert len(engine.lm.history) == (0 if direct else 1)
+            bodies.append(server.log[-1])
+    assert bodies[0] == bodies[1]

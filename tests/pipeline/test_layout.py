@@ -63,3 +63,25 @@ def test_the_layout_is_part_of_the_stage_and_call_keys(fake, recipe_file, prompt
                           tmp_path / "b.jsonl", options(cache))
     assert summary.stage_hits == 1  # intents: its agent reads no stable input, same prompt
     assert fake.calls > calls
+
+
+@pytest.mark.parametrize("kind", ["json", "chat"])
+def test_the_system_message_is_built_once_per_signature_and_is_dspys_own(kind, monkeypatch):
+    import dspy
+
+    from aidsafe.pipeline._agents import make_adapter
+
+    signature = dspy.Signature("policies: str, query: str -> thoughts: list[str], response: str", "THINKER: answer.")
+    plain = dspy.JSONAdapter() if kind == "json" else dspy.ChatAdapter()
+    ours = make_adapter(kind)
+    demos = [{"policies": "P", "query": "q0", "thoughts": ["t"], "response": "r"}]
+    inputs = {"policies": "P", "query": "How do I kill a Python process?"}
+    assert ours.format(signature, demos, inputs) == plain.format(signature, demos, inputs)
+    built = []
+    original = type(plain).format_field_structure
+    monkeypatch.setattr(type(plain), "format_field_structure", lambda self, sig: built.append(sig) or original(self, sig))
+    for query in ("a", "b", "c"):
+        ours.format(signature, demos, dict(inputs, query=query))
+    assert built == []  # already built by the first call above
+    changed = signature.with_instructions("THINKER: answer briefly.")
+    assert ours.format_system_message(changed) == plain.format_system_message(changed)

@@ -142,3 +142,33 @@ def test_clear_one_stage(fake, recipe_file, prompts, tmp_path):
     cache.close()
     summary = aidsafe.run(recipe, inputs, tmp_path / "b.jsonl", options(tmp_path / "c"))
     assert (summary.stage_hits, summary.stage_misses) == (3, 1)
+
+
+def test_write_behind_reads_its_own_writes_and_flushes_on_close(tmp_path):
+    """A run's cache hands writes to one writer thread: a read sees a write
+    still waiting, a dropped entry stays dropped, and ``close`` stores the
+    rest so another process (here another Cache) reads them."""
+    cache = Cache(tmp_path / "c", write_behind=True)
+    for n in range(50):
+        cache.put_call(f"k{n}", {"response": {"n": n}})
+    assert cache.get_call("k7")["response"] == {"n": 7}  # waiting or stored: visible either way
+    cache.drop_call("k8")
+    cache.put_stage("s1", {"updates": {}, "filtered": None, "seconds": 0.0, "usage": {}}, "intents")
+    cache.close()
+    other = Cache(tmp_path / "c")
+    assert other.get_call("k49")["response"] == {"n": 49}
+    assert other.get_call("k8") is None
+    assert other.get_stage("s1") is not None
+    assert other.stats()["sections"]["calls"]["entries"] == 49
+    other.close()
+
+
+def test_write_behind_on_an_unusable_directory_warns_once_and_keeps_going(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cache = Cache(blocker / "c", write_behind=True)
+    cache.put_call("k", {"response": {}})
+    cache.flush()
+    assert cache.enabled is False and cache.get_call("k") is None
+    cache.close()
+    assert capsys.readouterr().err.count("warning: cache directory") == 1
