@@ -112,8 +112,11 @@ def verdict(ok: bool) -> str:
 
 
 def body_digest(body: dict) -> str:
-    """What a request asks the model: messages and sampling parameters."""
-    material = {k: v for k, v in body.items() if k not in ("model", "stream")}
+    """What a request asks the model: messages and sampling parameters. The
+    ``seed`` is left out: the engine gives every remote call a seed derived
+    from its call key (so samples are reproducible), which DSPy alone does
+    not send; everything else must match."""
+    material = {k: v for k, v in body.items() if k not in ("model", "stream", "seed")}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()
 
 
