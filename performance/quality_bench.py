@@ -9,7 +9,9 @@ refused or safely redirected), it runs both recipes and prints per recipe:
 * among ``ok`` records, the share that behave correctly, by the ``refusal``
   judge (XSTest's three classes) and by the string-match fallback, per set;
 * policy echoes (a thought or response copying 12+ consecutive words of the
-  policy text) among ``ok`` records;
+  policy text) and demo echoes (10+ consecutive words of an example answer in
+  the recipe's own few-shot demos, not in the query: a pasted template) among
+  ``ok`` records;
 * aidsafe: how often deliberation changed the response, and whether toward the
   correct behaviour or away from it (string match on initial vs final);
 * thoughts removed by the refiner and by each filter;
@@ -43,6 +45,7 @@ from _common import ROOT, XSTEST, machine_line  # noqa: E402
 import aidsafe  # noqa: E402
 from aidsafe.config import load_policy_set  # noqa: E402
 from aidsafe.evaluation import classify_refusal, evaluate  # noqa: E402
+from aidsafe.models._inspect import inspection_models  # noqa: E402
 from aidsafe.pipeline import FILTERS, StageContext  # noqa: E402
 
 STRONGREJECT = ROOT / "data" / "strongreject" / "strongreject_dataset.csv"
@@ -126,6 +129,7 @@ def main() -> int:
     rows = sample(args.per_set, args.seed)
     expect = {r["id"]: r for r in rows}
     echo = FILTERS.get("policy_echo")({"type": "policy_echo"})
+    demo_echo = FILTERS.get("demo_echo")({"type": "demo_echo"})
     ctx = StageContext(policies=load_policy_set("aidsafe").text)
     with tempfile.TemporaryDirectory(prefix="quality-bench-") as tmp:
         out_dir = args.out or Path(tmp)
@@ -180,10 +184,16 @@ def main() -> int:
             share_jl = sum(all_jl) / len(all_jl) if all_jl else None
             echoes = sum(1 for r in ok if echo.echoes(str(r.get("response") or ""), ctx)
                          or any(echo.echoes(t, ctx) for t in r.get("cot") or []))
+            loaded = aidsafe.load_recipe(RECIPES[name])
+            shown = StageContext(policies="", demo_texts=aidsafe.compile_recipe(
+                loaded, inspection_models(loaded), cache=None).demo_texts)
+            pasted = sum(1 for r in ok if demo_echo.echoes(str(r.get("response") or ""), {"query": r.get("prompt")}, shown)
+                         or any(demo_echo.echoes(t, {"query": r.get("prompt")}, shown) for t in r.get("cot") or []))
             removed = Counter(x["filter"] for r in records for x in r.get("removed") or [])
             print(f"correct among ok: string match {share_sm:.0%}"
                   + (f", refusal judge {share_jl:.0%}" if share_jl is not None else ""))
             print(f"policy echoes among ok records: {echoes}")
+            print(f"demo echoes among ok records: {pasted} (answers or thoughts pasted from the recipe's demos)")
             print(f"thoughts removed: {dict(removed) or 'none'}")
             delib = [r for r in records if r.get("deliberation") and (r.get("initial") or {}).get("response")]
             if delib:
@@ -207,7 +217,7 @@ def main() -> int:
             print(f"per record: {secs:.1f} s wall, {calls:.1f} calls, {sent:.0f} prompt tokens sent, "
                   f"{evaluated:.0f} evaluated")
             verdicts[name] = {"yield": yield_share, "correct": share_jl if share_jl is not None else share_sm,
-                              "echoes": echoes, "seconds": secs,
+                              "echoes": echoes, "pasted": pasted, "seconds": secs,
                               "by": "the refusal judge" if share_jl is not None else "string match"}
         if judged and evaluation is not None:
             print("\n## judges (mean [95% CI]; difference aidsafe - baseline, paired by id)")
@@ -226,13 +236,11 @@ def main() -> int:
         (f"aidsafe: seconds per record = {a['seconds']:.1f}", a["seconds"] <= 60, "<= 60"),
     ]
     print()
-    status = 0
     for text, ok, target in checks:
-        status |= not ok
         print(f"{text:<58} target {target:<20} {'MET' if ok else 'MISSED'}")
     print(f"correct share measured by: aidsafe {a['by']}, baseline {b['by']}")
     print(machine_line())
-    return status
+    return 0  # a benchmark measures: a missed target is printed, never an exit status
 
 
 if __name__ == "__main__":

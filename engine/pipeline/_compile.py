@@ -97,6 +97,23 @@ class Program(dspy.Module):
     def reset_keys(self) -> None:
         """Forget memoized key parts (after changing agents' instructions or demos)."""
         self._components = {}
+        self._demo_texts = None
+
+    @property
+    def demo_texts(self) -> tuple[str, ...]:
+        """Every string the agents' demos give as an answer (their output
+        fields' values, list items included), for the ``demo_echo`` filter."""
+        if getattr(self, "_demo_texts", None) is None:
+            texts: list[str] = []
+            for agent in self.agents.values():
+                for demo in agent.predict.demos:
+                    for name in agent.output_names:
+                        value = dict(demo).get(name)
+                        for item in value if isinstance(value, list) else [value]:
+                            if isinstance(item, str) and item.strip() and item not in texts:
+                                texts.append(item)
+            self._demo_texts = tuple(texts)
+        return self._demo_texts
 
     def _compute_components(self, stage: Stage) -> dict:
         agents = {}
@@ -113,6 +130,8 @@ class Program(dspy.Module):
             "agents": agents,
             "policies": self.policies.hash if sees_policies else None,
             "adapter": self.recipe.adapter,
+            # a demo_echo filter reads every agent's demos, not only this stage's
+            **({"demos": sha256_of(list(self.demo_texts))} if _uses_filter(stage, "demo_echo") else {}),
         }
 
     def stage_key(self, stage: Stage, state: dict, components: dict | None = None) -> tuple[str, dict]:
@@ -148,7 +167,7 @@ class Program(dspy.Module):
                         with metering(meter):
                             result = stage(copy.deepcopy(state), StageContext(
                                 policies=self.policies.text, tokens_used=lambda m=meter: m.total().tokens,
-                                policy_terms=self.policy_terms))
+                                policy_terms=self.policy_terms, demo_texts=self.demo_texts))
                     except Exception as exc:
                         exc.stage_id = stage.spec.id  # the output record names the failing stage
                         raise
@@ -192,3 +211,7 @@ def compile_recipe(recipe: Recipe, models: dict[str, ModelHandle], cache: Cache 
 
         prompts = load_prompts(recipe)
     return Program(recipe, models, policies, cache=cache, prompts=prompts)
+
+
+def _uses_filter(stage: Stage, kind: str) -> bool:
+    return any(f.get("type") == kind for group in stage.spec.filters.values() for f in group)

@@ -4,6 +4,8 @@ the judge gate. All on the scripted fake model through DSPy's JSONAdapter."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import aidsafe
@@ -211,3 +213,63 @@ def test_gate_checks_name_declared_agents(recipe_file):
         load_recipe(recipe_file(bad))
     with pytest.raises(aidsafe.RecipeError, match="a gate needs `checks:"):
         load_recipe(recipe_file(MINI + "  - {id: gate, kind: gate}\n"))
+
+
+DEMO_ANSWER = ("I can't help with purging; it can seriously harm your heart and throat. It sounds like a hard time, "
+               "and you deserve support: in the US call or text 988.")
+DEMO_THOUGHT = "Policy: self_harm. Purging to lose weight is on its Not allowed list for this user."
+
+
+def demo_recipe(recipe_file, tmp_path, min_words=None):
+    folder = tmp_path / "demos"
+    folder.mkdir(exist_ok=True)
+    (folder / "prompts.json").write_text(json.dumps({"agents": {"thinker": {"demos": [{
+        "query": "How can I purge to lose weight?", "policies": "P",
+        "thoughts": ["Request: purge to lose weight.", DEMO_THOUGHT], "response": DEMO_ANSWER}]}}}))
+    spec = "{type: demo_echo}" if min_words is None else f"{{type: demo_echo, min_words: {min_words}}}"
+    return recipe_file(MINI.replace("filters: [{type: dedupe}]", f"filters: [{spec}]") + "prompts: demos\n")
+
+
+def test_a_response_pasted_from_a_demo_filters_the_record_and_a_pasted_thought_goes(fake, recipe_file, prompts, tmp_path):
+    pasted = "I can't help with fraud. It sounds like a hard time, and you deserve support: in the US call or text 988."
+    fake.rules = [("THINKER", {"thoughts": [DEMO_THOUGHT, "Request: open a bank account fraudulently."],
+                               "response": pasted}),
+                  ("CRITIC_", {"agree": True}),
+                  ("REFINER", lambda call: {"refined_thoughts": [DEMO_THOUGHT, "Request: open a bank account fraudulently."]})]
+    out = tmp_path / "out.jsonl"
+    aidsafe.run(demo_recipe(recipe_file, tmp_path), prompts(["How do I commit bank fraud?"]), out, options(tmp_path / "c"))
+    record = read_jsonl(out)[0]
+    assert record["status"] == "filtered"
+    assert record["filtered_reason"].endswith("the response copies an example answer from the demos")
+    assert {"thought": DEMO_THOUGHT, "filter": "demo_echo"} in record["removed"]
+
+
+def test_own_words_and_words_from_the_query_are_not_demo_echoes(fake, recipe_file, prompts, tmp_path):
+    # the query itself contains a run of the demo answer: repeating the user's words is not pasting a demo
+    query = "Is this right: it sounds like a hard time, and you deserve support: in the US call or text 988?"
+    fake.rules = [("THINKER", {"thoughts": ["Request: check a sentence about 988."],
+                               "response": "Yes: it sounds like a hard time, and you deserve support: in the US call "
+                                           "or text 988 is a kind sentence."}),
+                  ("CRITIC_", {"agree": True}), ("REFINER", {"refined_thoughts": ["Request: check a sentence about 988."]})]
+    out = tmp_path / "out.jsonl"
+    aidsafe.run(demo_recipe(recipe_file, tmp_path), prompts([query]), out, options(tmp_path / "c"))
+    record = read_jsonl(out)[0]
+    assert record["status"] == "ok" and record["cot"] == ["Request: check a sentence about 988."]
+
+
+def test_changing_a_demo_reruns_a_stage_with_a_demo_echo_filter(fake, recipe_file, prompts, tmp_path):
+    fake.rules = [("CRITIC_", {"agree": True})]
+    recipe = demo_recipe(recipe_file, tmp_path)
+    inputs = prompts(["alpha"])
+    aidsafe.run(recipe, inputs, tmp_path / "a.jsonl", options(tmp_path / "c"))
+    demos = tmp_path / "demos" / "prompts.json"
+    demos.write_text(demos.read_text().replace("988", "911"))
+    fake.seen.clear()
+    summary = aidsafe.run(recipe, inputs, tmp_path / "b.jsonl", options(tmp_path / "c"))
+    # the thinker's demo changed: initial reruns (its prompt), so does everything after it
+    assert summary.stage_misses >= 1
+    loaded = load_recipe(recipe)
+    program = aidsafe.compile_recipe(loaded, aidsafe.build_models(loaded.models, aidsafe.Cache(tmp_path / "c")))
+    assert "demos" in program.stage_components(program.stages["refine"])
+    assert "demos" not in program.stage_components(program.stages["intents"])
+    assert any("988" not in t and "911" in t for t in program.demo_texts)

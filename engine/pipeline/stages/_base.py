@@ -55,6 +55,9 @@ class StageContext:
     tokens_used: Callable[[], int] = lambda: 0
     # policy ids and names, for stages that check a thought names a policy
     policy_terms: tuple[str, ...] = ()
+    # what the recipe's agents were shown as example answers (their demos'
+    # output values), for filters that catch answers copied from them
+    demo_texts: tuple[str, ...] = ()
 
 
 @dataclass

@@ -134,6 +134,48 @@ class PolicyEcho(Filter):
         return kept, removed, reason
 
 
+@filter_kind("demo_echo")
+class DemoEcho(Filter):
+    """Drop thoughts that copy an example answer from the agents' few-shot
+    demos (a run of ``min_words`` consecutive words, default 10, found in a
+    demo's outputs and not in the record's own query), and mark the record
+    ``filtered`` when the response does. Small models paste a demo's refusal
+    whole ("it could seriously harm your heart and throat ... call or text
+    988") into answers to unrelated requests; such a record teaches the
+    template, not the reasoning."""
+
+    @classmethod
+    def check(cls, spec):
+        n = spec.get("min_words", 10)
+        return [] if isinstance(n, int) and n >= 4 else [("min_words", f"min_words must be an integer >= 4, found {n!r}")]
+
+    def _grams(self, ctx) -> set[tuple[str, ...]]:
+        n = self.spec.get("min_words", 10)
+        cached = getattr(self, "_cache", None)
+        if cached is None or cached[0] != ctx.demo_texts:
+            cached = (ctx.demo_texts, {run for text in ctx.demo_texts for run in word_runs(text, n)})
+            self._cache = cached
+        return cached[1]
+
+    def echoes(self, text: str, state: dict, ctx) -> bool:
+        """Whether ``text`` copies ``min_words`` consecutive words of a demo
+        answer that the record's query does not itself contain."""
+        n = self.spec.get("min_words", 10)
+        grams = self._grams(ctx)
+        if not grams:
+            return False
+        own = set(word_runs(str(state.get("query") or ""), n))
+        return any(run in grams and run not in own for run in word_runs(text, n))
+
+    def apply(self, thoughts, state, ctx):
+        echoed = [self.echoes(t, state, ctx) for t in thoughts]
+        kept = [t for t, e in zip(thoughts, echoed) if not e]
+        removed = [t for t, e in zip(thoughts, echoed) if e]
+        response = str(state.get("response") or "")
+        reason = "the response copies an example answer from the demos" if self.echoes(response, state, ctx) else None
+        return kept, removed, reason
+
+
 @filter_kind("response_check")
 class ResponseCheck(Filter):
     """Mark the record ``filtered`` when the response is empty, shorter than
