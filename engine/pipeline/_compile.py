@@ -27,6 +27,10 @@ from aidsafe.store._cache import Cache
 STAGE_KEY_VERSION = 1
 
 
+class NotCached(Exception):
+    """``run_record(cache_only=True)`` reached a stage whose result is not in the cache."""
+
+
 @dataclass
 class RecordRun:
     """The outcome of one record through the pipeline."""
@@ -140,12 +144,16 @@ class Program(dspy.Module):
         return sha256_of({"v": STAGE_KEY_VERSION, **components}), components
 
     # ---------------------------------------------------------------- run
-    def run_record(self, query: str, record_id: str | None = None, use_stage_cache: bool = True) -> RecordRun:
+    def run_record(self, query: str, record_id: str | None = None, use_stage_cache: bool = True,
+                   cache_only: bool = False) -> RecordRun:
         """Run every stage on one query; stage results come from the cache
-        when their key matches."""
+        when their key matches. ``cache_only``: raise :class:`NotCached` at
+        the first stage that would have to run (nothing is computed)."""
         state: dict[str, Any] = {"query": query}
         run = RecordRun(state=state)
         cache = self.cache if use_stage_cache else None
+        if cache_only and (cache is None or not cache.enabled):
+            raise NotCached(query)
         with metering(run.usage), dspy.context(adapter=self.adapter):
             for stage in self.stage_modules():
                 # getattr: a plugin kind whose __init__ skips Stage's has no conditions
@@ -156,7 +164,9 @@ class Program(dspy.Module):
                 key = components = hit = None
                 if cache is not None:
                     key, components = self.stage_key(stage, state)
-                    hit = cache.get_stage(key)
+                    hit = cache.get_stage(key, count=not cache_only)
+                if hit is None and cache_only:
+                    raise NotCached(stage.spec.id)
                 if hit is not None:
                     updates, filtered, seconds, usage = hit["updates"], hit.get("filtered"), hit["seconds"], hit["usage"]
                     cached = True
@@ -189,6 +199,8 @@ class Program(dspy.Module):
                 if where is not None and not where.holds(state):
                     run.filtered = f"stage {stage.spec.id}: where {where.text!r} is false ({where.explain(state)})"
                     break
+        if cache_only and cache is not None:
+            cache.count_stage_hits(len(run.stage_info))  # counted here: the reads above did not
         return run
 
     def forward(self, query: str) -> dspy.Prediction:

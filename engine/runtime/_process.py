@@ -152,8 +152,10 @@ class Outcome:
     stage_misses: int = 0
 
 
-def process(item: InputRecord, program: Program) -> Outcome:
-    """Run one record; never raises for a record-level problem."""
+def process(item: InputRecord, program: Program, cache_only: bool = False) -> Outcome | None:
+    """Run one record; never raises for a record-level problem.
+    ``cache_only``: None unless every stage it reaches is in the stage cache
+    (then the record costs a few reads and no model call)."""
     meter = UsageMeter()
     run_ = None
     error = None
@@ -164,17 +166,21 @@ def process(item: InputRecord, program: Program) -> Outcome:
             # No DSPy history or trace in a run: they keep every call (and its
             # inputs) in memory, so memory would grow with the input.
             with metering(meter), dspy.context(trace=None, disable_history=True):
-                run_ = program.run_record(item.prompt, record_id=item.id)
-        except OutputParseError as exc:
-            error = {"type": "OutputParseError", "message": str(exc), "stage": getattr(exc, "stage_id", None),
-                     "raw": exc.raw}
+                run_ = program.run_record(item.prompt, record_id=item.id, cache_only=cache_only)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # a record's failure must not stop the run
-            # Redacted before cutting: a cut must not leave half a key behind.
-            error = {"type": type(exc).__name__, "message": redact(str(exc))[:2000],
-                     "stage": getattr(exc, "stage_id", None),
-                     "traceback": None if isinstance(exc, UserError) else redact(traceback.format_exc(limit=6))[-4000:]}
+            if cache_only:  # not (all) cached, or anything else: the real run decides
+                return None
+            if isinstance(exc, OutputParseError):
+                error = {"type": "OutputParseError", "message": str(exc), "stage": getattr(exc, "stage_id", None),
+                         "raw": exc.raw}
+            else:
+                # Redacted before cutting: a cut must not leave half a key behind.
+                error = {"type": type(exc).__name__, "message": redact(str(exc))[:2000],
+                         "stage": getattr(exc, "stage_id", None),
+                         "traceback": None if isinstance(exc, UserError)
+                         else redact(traceback.format_exc(limit=6))[-4000:]}
     # A provider may echo the key in its error: no secret reaches the record.
     record = build_record(item, program, None if error else run_, error=redact_error(error))
     hits = sum(1 for info in run_.stage_info.values() if info["cached"]) if run_ else 0

@@ -173,6 +173,7 @@ def _run(recipe, input_path, output: Path, options: RunOptions, on_record) -> Ru
         executor = RayExecutor(recipe.path, options, workers)
     else:
         executor = ThreadExecutor(program, workers)
+    inline = options.executor != "ray" and cache.enabled
     try:
         for item in read_inputs(input_path, field_name, id_field, recipe.keep_fields, options.limit):
             if stop:
@@ -186,6 +187,16 @@ def _run(recipe, input_path, output: Path, options: RunOptions, on_record) -> Ru
                 summary.statuses[prev["status"]] += 1
                 bar.tick()
                 continue
+            if inline:
+                # A record whose every stage is in the cache costs a few reads
+                # (an unreadable input row none): done here, it skips the
+                # pool's hand-offs, where many threads on few cores queue for
+                # the GIL around each read. A record with a stage to compute
+                # goes to the workers as before.
+                outcome = process(item, program, cache_only=True)
+                if outcome is not None:
+                    finish(outcome)
+                    continue
             drain(2 * max(1, workers) - 1)  # bounded in flight: memory does not grow with the input
             pending.add(executor.submit(item))
         drain(0)

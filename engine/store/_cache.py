@@ -296,6 +296,11 @@ class Cache:
             self._count("stage_hits" if value is not None else "stage_misses")
         return value
 
+    def count_stage_hits(self, n: int) -> None:
+        """Count ``n`` stage hits read with ``count=False``."""
+        with self._lock:
+            self.counters.stage_hits += n
+
     def put_stage(self, key: str, value: dict, stage_id: str) -> None:
         self._put("stages", key, value, tag=f"stage:{stage_id}")
 

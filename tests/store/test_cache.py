@@ -172,3 +172,25 @@ def test_write_behind_on_an_unusable_directory_warns_once_and_keeps_going(tmp_pa
     assert cache.enabled is False and cache.get_call("k") is None
     cache.close()
     assert capsys.readouterr().err.count("warning: cache directory") == 1
+
+
+def test_a_fully_cached_record_is_served_without_the_worker_pool(fake, recipe_file, prompts, tmp_path, monkeypatch):
+    """A rerun answers every cached record in the run's own thread (no
+    hand-off to the workers); a record with a stage to compute still goes to
+    them; the summary and the cache's hit counters count each stage once."""
+    from aidsafe.runtime import _run
+
+    fake.rules = [("CRITIC_", {"agree": True})]
+    recipe = recipe_file(MINI)
+    aidsafe.run(recipe, prompts(["alpha", "beta"]), tmp_path / "a.jsonl", options(tmp_path / "c", workers=4))
+    submitted = []
+    original = _run.ThreadExecutor.submit
+    monkeypatch.setattr(_run.ThreadExecutor, "submit", lambda self, item: submitted.append(item.id) or original(self, item))
+    fake.seen.clear()
+    summary = aidsafe.run(recipe, prompts(["alpha", "beta", "gamma"]), tmp_path / "b.jsonl",
+                          options(tmp_path / "c", workers=4))
+    assert submitted == ["r3"]  # only the new prompt reached the pool
+    assert summary.statuses == {"ok": 3} and summary.stage_hits == 8 and summary.stage_misses == 4
+    assert Cache(tmp_path / "c").last_run()["counters"]["stage_hits"] == 8
+    assert [r["id"] for r in read_jsonl(tmp_path / "b.jsonl")] == ["r1", "r2", "r3"]
+    assert read_jsonl(tmp_path / "b.jsonl")[:2] == read_jsonl(tmp_path / "a.jsonl")
