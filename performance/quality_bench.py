@@ -187,8 +187,8 @@ def main() -> int:
             loaded = aidsafe.load_recipe(RECIPES[name])
             shown = StageContext(policies="", demo_texts=aidsafe.compile_recipe(
                 loaded, inspection_models(loaded), cache=None).demo_texts)
-            pasted = sum(1 for r in ok if demo_echo.echoes(str(r.get("response") or ""), {"query": r.get("prompt")}, shown)
-                         or any(demo_echo.echoes(t, {"query": r.get("prompt")}, shown) for t in r.get("cot") or []))
+            pasted = sum(1 for r in ok if demo_echo.echoes(str(r.get("response") or ""), shown, r.get("prompt") or "")
+                         or any(demo_echo.echoes(t, shown, r.get("prompt") or "") for t in r.get("cot") or []))
             removed = Counter(x["filter"] for r in records for x in r.get("removed") or [])
             print(f"correct among ok: string match {share_sm:.0%}"
                   + (f", refusal judge {share_jl:.0%}" if share_jl is not None else ""))

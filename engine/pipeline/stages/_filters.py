@@ -99,43 +99,66 @@ def word_runs(text: str, n: int) -> list[tuple[str, ...]]:
     return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
 
 
+class _Copying(Filter):
+    """Base of the filters that catch copied text: a thought holding a run of
+    ``min_words`` consecutive words found in :meth:`sources` is removed, and a
+    response holding one marks the record ``filtered`` with ``reason``."""
+
+    default_words = 12
+    reason = "?"
+    # a run the record's own query also contains is the user's words, not a copy
+    spare_query = False
+
+    @classmethod
+    def check(cls, spec):
+        n = spec.get("min_words", cls.default_words)
+        return [] if isinstance(n, int) and n >= 4 else [("min_words", f"min_words must be an integer >= 4, found {n!r}")]
+
+    def sources(self, ctx) -> tuple[str, ...]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _grams(self, ctx) -> set[tuple[str, ...]]:
+        n = self.spec.get("min_words", self.default_words)
+        texts = self.sources(ctx)
+        cached = getattr(self, "_cache", None)
+        if cached is None or cached[0] != texts:
+            cached = (texts, {run for text in texts for run in word_runs(text, n)})
+            self._cache = cached
+        return cached[1]
+
+    def echoes(self, text: str, ctx, query: str = "") -> bool:
+        """Whether ``text`` copies ``min_words`` consecutive words of the sources."""
+        n = self.spec.get("min_words", self.default_words)
+        grams = self._grams(ctx)
+        if not grams:
+            return False
+        own = set(word_runs(query, n)) if self.spare_query else set()
+        return any(run in grams and run not in own for run in word_runs(text, n))
+
+    def apply(self, thoughts, state, ctx):
+        query = str(state.get("query") or "")
+        echoed = [self.echoes(t, ctx, query) for t in thoughts]
+        kept = [t for t, e in zip(thoughts, echoed) if not e]
+        removed = [t for t, e in zip(thoughts, echoed) if e]
+        return kept, removed, self.reason if self.echoes(str(state.get("response") or ""), ctx, query) else None
+
+
 @filter_kind("policy_echo")
-class PolicyEcho(Filter):
+class PolicyEcho(_Copying):
     """Drop thoughts that copy the policy text (a run of ``min_words``
     consecutive words, default 12, found verbatim in the policy set), and
     mark the record ``filtered`` when the response does: training data that
     recites the policies teaches recitation, not reasoning. Naming a policy
     or quoting a few words of it is fine."""
 
-    @classmethod
-    def check(cls, spec):
-        n = spec.get("min_words", 12)
-        return [] if isinstance(n, int) and n >= 4 else [("min_words", f"min_words must be an integer >= 4, found {n!r}")]
+    reason = "the response copies the policy text"
 
-    def _grams(self, ctx) -> set[tuple[str, ...]]:
-        n = self.spec.get("min_words", 12)
-        cached = getattr(self, "_cache", None)
-        if cached is None or cached[0] != ctx.policies:
-            cached = (ctx.policies, set(word_runs(ctx.policies, n)))
-            self._cache = cached
-        return cached[1]
-
-    def echoes(self, text: str, ctx) -> bool:
-        """Whether ``text`` contains ``min_words`` consecutive words of the policy text."""
-        n = self.spec.get("min_words", 12)
-        grams = self._grams(ctx)
-        return any(run in grams for run in word_runs(text, n))
-
-    def apply(self, thoughts, state, ctx):
-        echoed = [self.echoes(t, ctx) for t in thoughts]
-        kept = [t for t, e in zip(thoughts, echoed) if not e]
-        removed = [t for t, e in zip(thoughts, echoed) if e]
-        reason = "the response copies the policy text" if self.echoes(str(state.get("response") or ""), ctx) else None
-        return kept, removed, reason
+    def sources(self, ctx) -> tuple[str, ...]:
+        return (ctx.policies,)
 
 
 @filter_kind("demo_echo")
-class DemoEcho(Filter):
+class DemoEcho(_Copying):
     """Drop thoughts that copy an example answer from the agents' few-shot
     demos (a run of ``min_words`` consecutive words, default 10, found in a
     demo's outputs and not in the record's own query), and mark the record
@@ -144,36 +167,12 @@ class DemoEcho(Filter):
     988") into answers to unrelated requests; such a record teaches the
     template, not the reasoning."""
 
-    @classmethod
-    def check(cls, spec):
-        n = spec.get("min_words", 10)
-        return [] if isinstance(n, int) and n >= 4 else [("min_words", f"min_words must be an integer >= 4, found {n!r}")]
+    default_words = 10
+    reason = "the response copies an example answer from the demos"
+    spare_query = True
 
-    def _grams(self, ctx) -> set[tuple[str, ...]]:
-        n = self.spec.get("min_words", 10)
-        cached = getattr(self, "_cache", None)
-        if cached is None or cached[0] != ctx.demo_texts:
-            cached = (ctx.demo_texts, {run for text in ctx.demo_texts for run in word_runs(text, n)})
-            self._cache = cached
-        return cached[1]
-
-    def echoes(self, text: str, state: dict, ctx) -> bool:
-        """Whether ``text`` copies ``min_words`` consecutive words of a demo
-        answer that the record's query does not itself contain."""
-        n = self.spec.get("min_words", 10)
-        grams = self._grams(ctx)
-        if not grams:
-            return False
-        own = set(word_runs(str(state.get("query") or ""), n))
-        return any(run in grams and run not in own for run in word_runs(text, n))
-
-    def apply(self, thoughts, state, ctx):
-        echoed = [self.echoes(t, state, ctx) for t in thoughts]
-        kept = [t for t, e in zip(thoughts, echoed) if not e]
-        removed = [t for t, e in zip(thoughts, echoed) if e]
-        response = str(state.get("response") or "")
-        reason = "the response copies an example answer from the demos" if self.echoes(response, state, ctx) else None
-        return kept, removed, reason
+    def sources(self, ctx) -> tuple[str, ...]:
+        return ctx.demo_texts
 
 
 @filter_kind("response_check")
