@@ -48,14 +48,12 @@ def main() -> int:
     print(f"{'python -c pass (interpreter start)':<44} {bare_s:>9.3f} {bare_s / dspy_s:>21.2f}")
     label = 'python -c "import dspy"'
     print(f"{label:<44} {dspy_s:>9.3f} {1:>21.2f}")
-    status = 0
     for label, seconds in (("aidsafe --help", help_s), ("aidsafe validate recipes/aidsafe.yaml", validate_s)):
         ratio = seconds / dspy_s
         verdict = "MET" if ratio <= TARGET_RATIO else "MISSED"
-        status |= verdict == "MISSED"
         print(f"{label:<44} {seconds:>9.3f} {ratio:>21.2f}  target <= {TARGET_RATIO:.2f}: {verdict}")
     print(machine_line())
-    return status
+    return 0  # a benchmark measures: a missed target is printed, never an exit status
 
 
 if __name__ == "__main__":
