@@ -4,8 +4,9 @@ embedded model and ``recipes/aidsafe.yaml``.
 
 Both sides run the same XSTest prompts in one process each (fresh cache
 directories, one worker), with deliberation forced to its full budget
-(2 rounds x 2 agents) so both make the same number of calls per record
-(parse retries aside). Printed per side: prompt tokens sent and evaluated per
+(2 rounds x 2 agents) and no record-level refinement filter (a record a
+filter drops would skip the gate's calls on one side only), so both make the
+same number of calls per record (parse retries aside). Printed per side: prompt tokens sent and evaluated per
 record, calls per record, seconds per record, records/hour and peak RSS.
 
 Targets: evaluated prompt tokens per record new <= 20% of old; records/hour
@@ -36,6 +37,8 @@ models:
 stages:
   deliberation:
     stop: {{max_rounds: 2, max_turns: 4, max_tokens: 1000000, agreement: {{rule: consecutive, k: 99}}}}
+  refine:
+    filters: [{{type: dedupe}}]
 """
 
 CHILD = """
@@ -51,6 +54,8 @@ print(json.dumps({"records": len(records), "statuses": dict(summary.statuses), "
                   "calls": sum(r["provenance"]["calls"] for r in records if r.get("provenance")),
                   "prompt_tokens": sum(t["input"] for t in tok),
                   "evaluated": sum(t.get("input_evaluated", t["input"]) for t in tok),
+                  "per_record": [[t.get("input_evaluated", t["input"]), r["provenance"]["seconds"]]
+                                 for t, r in zip(tok, [r for r in records if r.get("provenance")])],
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -95,6 +100,19 @@ def main() -> int:
         per[name] = {"eval": r["evaluated"] / n, "calls": r["calls"] / n, "rph": 3600 * n / r["seconds"]}
         print(f"{name:<38} {r['prompt_tokens'] / n:>9.0f} {r['evaluated'] / n:>14.0f} {r['calls'] / n:>10.2f} "
               f"{r['seconds'] / n:>7.1f} {per[name]['rph']:>9.1f} {r['peak_rss_mb']:>12.0f}  {r['statuses']}")
+    print("\nper record (evaluated prompt tokens / seconds), in input order:")
+    for name, r in sides.items():
+        print(f"  {name:<36} " + "  ".join(f"{e}/{sec:.0f}s" for e, sec in r["per_record"]))
+    warm = {}
+    for name, r in sides.items():
+        rest = r["per_record"][1:]
+        if rest:
+            warm[name] = (sum(e for e, _ in rest) / len(rest), sum(sec for _, sec in rest) / len(rest))
+    if len(warm) == 2:
+        (eo, so), (en, sn) = warm.values()
+        print(f"after the first record (every role's prefix read once): evaluated new/old = {en / eo:.2f}, "
+              f"seconds per record new/old = {sn / so:.2f} ({so / sn:.2f}x the records/hour); not the target, "
+              f"which counts every record")
     old, new = per["old (query_first, no prompt cache)"], per["new (stable_first, prompt cache)"]
     ratio_eval = new["eval"] / old["eval"]
     ratio_rph = new["rph"] / old["rph"]
