@@ -61,6 +61,7 @@ class Program(dspy.Module):
         self.stages: dict[str, Stage] = {}
         self.agents: dict[str, Agent] = {}
         self._components: dict[str, dict] = {}
+        self._demo_texts: tuple[str, ...] | None = None  # memo of demo_texts; reset_keys forgets it
         flows = dataflow([s.raw for s in recipe.stages], recipe.data.get("agents", {}))
         for spec, flow in zip(recipe.stages, flows):
             kind = STAGES.get(spec.kind)
@@ -107,15 +108,15 @@ class Program(dspy.Module):
     def demo_texts(self) -> tuple[str, ...]:
         """Every string the agents' demos give as an answer (their output
         fields' values, list items included), for the ``demo_echo`` filter."""
-        if getattr(self, "_demo_texts", None) is None:
-            texts: list[str] = []
+        if self._demo_texts is None:
+            texts: dict[str, None] = {}  # ordered, each text once
             for agent in self.agents.values():
                 for demo in agent.predict.demos:
                     for name in agent.output_names:
                         value = dict(demo).get(name)
                         for item in value if isinstance(value, list) else [value]:
-                            if isinstance(item, str) and item.strip() and item not in texts:
-                                texts.append(item)
+                            if isinstance(item, str) and item.strip():
+                                texts[item] = None
             self._demo_texts = tuple(texts)
         return self._demo_texts
 
