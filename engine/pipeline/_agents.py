@@ -14,12 +14,13 @@ from typing import Any
 from typing import Literal as LiteralType
 
 import dspy
+from dspy.adapters.utils import format_field_value
 from dspy.utils.exceptions import AdapterParseError
 
 from aidsafe._util.errors import OutputParseError
 from aidsafe.config._specs import AgentSpec, FieldSpec
 from aidsafe.models._engine import parse_attempt, watch_truncation
-from aidsafe.pipeline._contract import Contract, answer_name, order_inputs
+from aidsafe.pipeline._contract import STABLE_INPUTS, Contract, answer_name, order_inputs
 
 PY_TYPES = {"str": str, "list[str]": list[str], "bool": bool, "int": int, "float": float, "dict": dict}
 
@@ -60,12 +61,57 @@ class _SameSystemMessage:
         return known
 
 
-class ChatAdapter(_SameSystemMessage, dspy.ChatAdapter):
-    """DSPy's ChatAdapter with the system message built once per signature."""
+def shared_inputs(signature: type[dspy.Signature]) -> list[str]:
+    """The inputs a prompt opens with: the leading run of the signature's
+    inputs whose value is the same for every record (the policy text). The
+    stable-first layout orders them first; the query-first layout starts with
+    the query, so it has none."""
+    lead = []
+    for name in signature.input_fields:
+        if name not in STABLE_INPUTS:
+            break
+        lead.append(name)
+    return lead
 
 
-class JSONAdapter(_SameSystemMessage, dspy.JSONAdapter):
-    """DSPy's JSONAdapter with the system message built once per signature."""
+class _SharedPrefix:
+    """An adapter mixin: the inputs that are the same for every record and
+    every role (the policy text) open the system message, ahead of the role's
+    own field descriptions, instructions and demos, instead of sitting in the
+    last user message behind them. Every role's prompt then starts with the
+    same bytes, so a prefix cache (llama.cpp's prompt cache, vLLM's automatic
+    prefix caching, hosted prompt caching) reads the policy text once for all
+    roles, not once per role. They keep their ``[[ ## name ## ]]`` header and
+    their place in the field descriptions; the user message carries the
+    record's own values. Signatures that do not open with such an input (the
+    query-first layout, agents that read no policies) are formatted exactly
+    as DSPy does."""
+
+    def format(self, signature: type[dspy.Signature], demos: list[dict[str, Any]],
+               inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        lead = [name for name in shared_inputs(signature) if name in inputs]
+        if not lead:
+            return super().format(signature, demos, inputs)
+        messages = super().format(signature, demos, {k: v for k, v in inputs.items() if k not in lead})
+        opening = "\n\n".join(f"[[ ## {name} ## ]]\n{format_field_value(signature.input_fields[name], inputs[name])}"
+                               for name in lead)
+        messages[0] = {**messages[0], "content": f"{opening}\n\n{messages[0]['content']}"}
+        return messages
+
+
+class JSONAdapter(_SharedPrefix, _SameSystemMessage, dspy.JSONAdapter):
+    """DSPy's JSONAdapter with the system message built once per signature
+    and the shared inputs at the head of it."""
+
+
+class ChatAdapter(_SharedPrefix, _SameSystemMessage, dspy.ChatAdapter):
+    """DSPy's ChatAdapter with the system message built once per signature
+    and the shared inputs at the head of it; its fallback for an unparsable
+    answer is this module's JSONAdapter, so the retry has the same layout."""
+
+    def _make_json_adapter_fallback(self):
+        return JSONAdapter(use_native_function_calling=self.use_native_function_calling,
+                           parallel_tool_calls=self.parallel_tool_calls)
 
 
 def make_adapter(kind: str) -> dspy.Adapter:

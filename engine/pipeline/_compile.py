@@ -24,7 +24,10 @@ from aidsafe.pipeline.stages import STAGES, Stage, StageContext
 from aidsafe.pipeline.stages._base import dataflow
 from aidsafe.store._cache import Cache
 
-STAGE_KEY_VERSION = 1
+# Bumped when the prompt an unchanged recipe sends changes (2: the policy text
+# opens the system message), so cached stage results of the old prompts are
+# not served for the new ones.
+STAGE_KEY_VERSION = 2
 
 
 class NotCached(Exception):

@@ -41,11 +41,14 @@ def output_fields(system: str) -> dict[str, str]:
     return fields
 
 
-def input_field(user: str, name: str) -> str | None:
+def input_field(text: str, name: str) -> str | None:
     """The rendered value of input field ``name`` in a user message
-    (``[[ ## name ## ]]`` sections, as both adapters write inputs), or
-    ``None`` when the message has no such section."""
-    match = re.search(r"\[\[ ## " + re.escape(name) + r" ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond|\Z)", user, re.S)
+    (``[[ ## name ## ]]`` sections, as both adapters write inputs) or at the
+    head of a system message (where the engine's adapters put the inputs that
+    are the same for every record), or ``None`` when there is no such
+    section."""
+    match = re.search(r"\[\[ ## " + re.escape(name)
+                      + r" ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond|\n\nYour input fields are:|\Z)", text, re.S)
     return match.group(1).strip() if match else None
 
 

@@ -35,8 +35,11 @@ class FakeCall:
         self.config = config
 
     def input(self, name: str) -> str | None:
-        """The rendered value of input field ``name`` (JSON/Chat adapters)."""
-        return input_field(self.user, name)
+        """The rendered value of input field ``name`` (JSON/Chat adapters):
+        in the user message, or at the head of the system message for the
+        inputs shared by every record (the policy text)."""
+        value = input_field(self.user, name)
+        return value if value is not None else input_field(self.system, name)
 
 
 def default_value(name: str, type_text: str, call: FakeCall) -> Any:

@@ -355,6 +355,9 @@ class ViewServer(ThreadingHTTPServer):
     """The viewer's HTTP server; ``url`` is where it listens."""
 
     daemon_threads = True
+    # The socketserver default backlog of 5 resets connections when several
+    # tabs (or a reviewer's burst of saves) connect at once.
+    request_queue_size = 128
 
     @property
     def url(self) -> str:

@@ -27,6 +27,44 @@ def calls_by_agent(fake, recipe_file, prompts, tmp_path, layout):
     return by_agent
 
 
+def test_every_role_that_reads_the_policies_opens_with_the_same_bytes(fake, recipe_file, prompts, tmp_path):
+    """The policy text heads the system message, so one cached prefix serves
+    every role (not one copy per role), and the record's values stay in the
+    user message."""
+    fake.rules = [("CRITIC_", {"agree": True})]
+    policies = load_policy_set("aidsafe").text
+    aidsafe.run(recipe_file(MINI), prompts(QUERIES), tmp_path / "o.jsonl", options(tmp_path / "c", workers=1))
+    opening = f"[[ ## policies ## ]]\n{policies}\n\n"
+    readers = {call.system.split("objective is:")[-1].strip().split(":")[0]
+               for call in fake.seen if call.system.startswith(opening)}
+    assert len(readers) >= 3  # thinker, critics, refiner: one shared opening
+    for call in fake.seen:
+        assert policies not in call.user  # said once, in the shared opening
+        assert QUERIES[0] not in call.system and QUERIES[1] not in call.system
+    assert any(QUERIES[0] in call.user for call in fake.seen)
+
+
+@pytest.mark.parametrize("kind", ["json", "chat"])
+def test_the_shared_inputs_open_dspys_own_system_message(kind):
+    import dspy
+
+    from aidsafe.pipeline._agents import make_adapter
+
+    signature = dspy.Signature("policies: str, query: str -> thoughts: list[str], response: str", "THINKER: answer.")
+    plain = dspy.JSONAdapter() if kind == "json" else dspy.ChatAdapter()
+    demos = [{"query": "q0", "thoughts": ["t"], "response": "r"}]
+    inputs = {"policies": "P1 [x] Do not help with X.", "query": "How do I kill a Python process?"}
+    ours = make_adapter(kind).format(signature, demos, inputs)
+    theirs = plain.format(signature, demos, inputs)
+    assert ours[0]["content"] == "[[ ## policies ## ]]\nP1 [x] Do not help with X.\n\n" + theirs[0]["content"]
+    assert ours[1:-1] == theirs[1:-1]  # the demos are untouched
+    assert "P1 [x]" not in ours[-1]["content"] and "[[ ## query ## ]]\nHow do I kill" in ours[-1]["content"]
+    # a retry after a parse error (ChatAdapter's JSON fallback) keeps the layout
+    if kind == "chat":
+        fallback = make_adapter("chat")._make_json_adapter_fallback()
+        assert fallback.format(signature, demos, inputs)[0]["content"].startswith("[[ ## policies ## ]]\nP1")
+
+
 @pytest.mark.parametrize("layout", [None, "stable_first"])
 def test_the_policy_text_is_inside_the_prefix_shared_by_records(fake, recipe_file, prompts, tmp_path, layout):
     fake.rules = [("CRITIC_", {"agree": True})]
@@ -71,7 +109,8 @@ def test_the_system_message_is_built_once_per_signature_and_is_dspys_own(kind, m
 
     from aidsafe.pipeline._agents import make_adapter
 
-    signature = dspy.Signature("policies: str, query: str -> thoughts: list[str], response: str", "THINKER: answer.")
+    # the query first: nothing to move to the head of the system message
+    signature = dspy.Signature("query: str, policies: str -> thoughts: list[str], response: str", "THINKER: answer.")
     plain = dspy.JSONAdapter() if kind == "json" else dspy.ChatAdapter()
     ours = make_adapter(kind)
     demos = [{"policies": "P", "query": "q0", "thoughts": ["t"], "response": "r"}]

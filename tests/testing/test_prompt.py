@@ -34,6 +34,18 @@ def test_both_adapters_prompts_parse_the_same():
         assert input_field(user, "missing") is None
 
 
+def test_a_shared_input_at_the_head_of_the_system_message_is_read_there():
+    from aidsafe.pipeline._agents import make_adapter
+
+    sig = dspy.Signature("policies: str, query: str -> answer: str", "Answer.")
+    for kind in ("json", "chat"):
+        messages = make_adapter(kind).format(sig, demos=[], inputs={"policies": "P1 [a] A.\nP2 [b] B.", "query": "q"})
+        system = messages[0]["content"]
+        assert input_field(system, "policies") == "P1 [a] A.\nP2 [b] B."
+        assert input_field(messages[-1]["content"], "policies") is None
+        assert list(output_fields(system)) == ["answer"]
+
+
 def test_nested_parentheses_in_types_and_no_list():
     system = ("Your output fields are:\n1. `label` (Literal['a (x)', 'b']): the label\n"
               "2. `score` (int)\nAll interactions will be structured")

@@ -44,6 +44,9 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "prox
 class _FrontServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # Past the slots and the waiting room the front answers 503 itself; the
+    # socketserver default backlog of 5 would reset those clients instead.
+    request_queue_size = 128
     front: "ServeFront"
 
     def handle_error(self, request, client_address):
