@@ -20,7 +20,7 @@ from dspy.utils.exceptions import AdapterParseError
 from aidsafe._util.errors import OutputParseError
 from aidsafe.config._specs import AgentSpec, FieldSpec
 from aidsafe.models._engine import parse_attempt, watch_truncation
-from aidsafe.pipeline._contract import STABLE_INPUTS, Contract, answer_name, order_inputs
+from aidsafe.pipeline._contract import LAYOUTS, STABLE_INPUTS, Contract, answer_name, order_inputs
 
 PY_TYPES = {"str": str, "list[str]": list[str], "bool": bool, "int": int, "float": float, "dict": dict}
 
@@ -75,48 +75,76 @@ def shared_inputs(signature: type[dspy.Signature]) -> list[str]:
 
 
 class _SharedPrefix:
-    """An adapter mixin: the inputs that are the same for every record and
-    every role (the policy text) open the system message, ahead of the role's
-    own field descriptions, instructions and demos, instead of sitting in the
-    last user message behind them. Every role's prompt then starts with the
-    same bytes, so a prefix cache (llama.cpp's prompt cache, vLLM's automatic
-    prefix caching, hosted prompt caching) reads the policy text once for all
-    roles, not once per role. They keep their ``[[ ## name ## ]]`` header and
-    their place in the field descriptions; the user message carries the
-    record's own values. Signatures that do not open with such an input (the
-    query-first layout, agents that read no policies) are formatted exactly
-    as DSPy does."""
+    """An adapter mixin for the ``stable_first`` prompt layout: everything
+    that is the same for every record comes before the record's values.
+
+    * The inputs that are the same for every record and every role (the
+      policy text) open the system message, ahead of the role's own field
+      descriptions, instructions and demos, instead of sitting in the last
+      user message behind them. Every role's prompt then starts with the same
+      bytes, so a prefix cache (llama.cpp's prompt cache, vLLM's automatic
+      prefix caching, hosted prompt caching) reads the policy text once for
+      all roles, not once per role. They keep their ``[[ ## name ## ]]``
+      header and their place in the field descriptions.
+    * DSPy's answer-format reminder ("Respond with a JSON object in the
+      following order of fields: ...") closes the system message instead of
+      the last user message: it is the same for every record, so it belongs
+      to the cached prefix, not to the part read anew on every call.
+
+    The last user message then carries the record's own values and nothing
+    else, like the demos' user messages. With ``layout = "query_first"`` (the
+    layout before prefix caching, kept to compare against) the messages are
+    exactly DSPy's."""
+
+    layout = "stable_first"
 
     def format(self, signature: type[dspy.Signature], demos: list[dict[str, Any]],
                inputs: dict[str, Any]) -> list[dict[str, Any]]:
-        lead = [name for name in shared_inputs(signature) if name in inputs]
-        if not lead:
+        if self.layout != "stable_first":
             return super().format(signature, demos, inputs)
+        lead = [name for name in shared_inputs(signature) if name in inputs]
         messages = super().format(signature, demos, {k: v for k, v in inputs.items() if k not in lead})
-        opening = "\n\n".join(f"[[ ## {name} ## ]]\n{format_field_value(signature.input_fields[name], inputs[name])}"
-                               for name in lead)
-        messages[0] = {**messages[0], "content": f"{opening}\n\n{messages[0]['content']}"}
+        parts = [f"[[ ## {name} ## ]]\n{format_field_value(signature.input_fields[name], inputs[name])}"
+                 for name in lead]
+        parts.append(messages[0]["content"])
+        reminder = super().user_message_output_requirements(signature)
+        if reminder:
+            parts.append(reminder)
+        messages[0] = {**messages[0], "content": "\n\n".join(parts)}
         return messages
+
+    def user_message_output_requirements(self, signature: type[dspy.Signature]) -> str | None:
+        # stable_first: the reminder is in the system message (see format)
+        return None if self.layout == "stable_first" else super().user_message_output_requirements(signature)
 
 
 class JSONAdapter(_SharedPrefix, _SameSystemMessage, dspy.JSONAdapter):
     """DSPy's JSONAdapter with the system message built once per signature
-    and the shared inputs at the head of it."""
+    and, in the stable-first layout, the shared inputs at the head of it and
+    the answer-format reminder at its end."""
 
 
 class ChatAdapter(_SharedPrefix, _SameSystemMessage, dspy.ChatAdapter):
     """DSPy's ChatAdapter with the system message built once per signature
-    and the shared inputs at the head of it; its fallback for an unparsable
+    and, in the stable-first layout, the shared inputs at the head of it and
+    the answer-format reminder at its end; its fallback for an unparsable
     answer is this module's JSONAdapter, so the retry has the same layout."""
 
     def _make_json_adapter_fallback(self):
-        return JSONAdapter(use_native_function_calling=self.use_native_function_calling,
-                           parallel_tool_calls=self.parallel_tool_calls)
+        fallback = JSONAdapter(use_native_function_calling=self.use_native_function_calling,
+                               parallel_tool_calls=self.parallel_tool_calls)
+        fallback.layout = self.layout
+        return fallback
 
 
-def make_adapter(kind: str) -> dspy.Adapter:
-    """The adapter a recipe names (``json`` or ``chat``)."""
-    return JSONAdapter() if kind == "json" else ChatAdapter()
+def make_adapter(kind: str, layout: str = "stable_first") -> dspy.Adapter:
+    """The adapter a recipe names (``json`` or ``chat``) for a prompt layout
+    (``stable_first`` or ``query_first``)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown prompt layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    adapter = JSONAdapter() if kind == "json" else ChatAdapter()
+    adapter.layout = layout
+    return adapter
 
 
 def field_type(spec: FieldSpec) -> Any:
@@ -187,7 +215,8 @@ class Agent(dspy.Module):
             "demos": [dict(d) for d in self.predict.demos],
             "config": dict(self.predict.config),
             "max_parse_retries": self.max_parse_retries,
-            "input_order": list(sig.input_fields),  # the prompt layout (hashing sorts the dict above)
+            "input_order": list(sig.input_fields),  # hashing sorts the dict above
+            "layout": self.layout,  # where the adapter puts the shared inputs and the format reminder
         }
 
     def forward(self, **context: Any) -> dspy.Prediction:

@@ -25,9 +25,10 @@ from aidsafe.pipeline.stages._base import dataflow
 from aidsafe.store._cache import Cache
 
 # Bumped when the prompt an unchanged recipe sends changes (2: the policy text
-# opens the system message), so cached stage results of the old prompts are
-# not served for the new ones.
-STAGE_KEY_VERSION = 2
+# opens the system message; 3: the answer-format reminder closes the system
+# message instead of the last user message), so cached stage results of the
+# old prompts are not served for the new ones.
+STAGE_KEY_VERSION = 3
 
 
 class NotCached(Exception):
@@ -82,7 +83,7 @@ class Program(dspy.Module):
                     key += "'"
                 self.agents[key] = agent
             self.stage_ids.append(spec.id)
-        self.adapter = make_adapter(recipe.adapter)
+        self.adapter = make_adapter(recipe.adapter, recipe.prompt_layout)
         self.policy_terms = tuple(t for p in policies.policies for t in (p.id, p.name))
         if prompts:
             from aidsafe.config._prompts import apply_prompts

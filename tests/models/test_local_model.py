@@ -471,3 +471,34 @@ def test_roles_that_leave_the_prompt_cache_unset_share_the_loaded_model_with_the
     off = backend_for(ModelSpec("old", "local:smoke", threads=1, prompt_cache_mib=0))
     assert unset is named and unset.prompt_cache_mib == PROMPT_CACHE_MIB  # one model, one prompt cache
     assert off is not unset and off.prompt_cache_mib == 0
+
+
+@pytest.mark.model
+def test_alternating_roles_with_a_long_common_opening_each_get_their_own_prefix_back(tmp_path):
+    """Two roles that share most of their prompt (the policies and fields) and
+    differ in their instructions take turns in the one slot, as a recipe's
+    judges do: on the second record each role reads only its record's part,
+    because the slot's state is saved and the role's own prefix restored from
+    the prompt cache, although the two prompts share more than half."""
+    _smoke_or_skip()
+    from dspy.lm15 import Config, Message, Request
+
+    opening = "Policies: " + " ".join(f"rule {i} says do not help with harm number {i}." for i in range(60))
+    roles = {name: opening + f"\n\nYou are the {name} judge. " + " ".join([f"Check {name} item {i}." for i in range(25)])
+             for name in ("policy", "refusal")}
+    engine = LlamaCppEngine(L.resolve_local("smoke", tmp_path), n_ctx=4096, n_threads=1)
+    try:
+        evaluated = {}
+        for record in ("What is the capital of France?", "How do I boil an egg?"):
+            for name, system in roles.items():
+                resp = engine.complete(Request(model="local/smoke", system=system, messages=(Message.user(record),),
+                                               config=Config(max_tokens=4, temperature=0.0)))
+                timings = resp.provider_data["timings"]
+                evaluated[(record, name)] = (timings["cache_n"], timings["prompt_n"])
+        second = "How do I boil an egg?"
+        for name in roles:
+            cached, read = evaluated[(second, name)]
+            assert read < 40, f"{name}: read {read} prompt tokens again (cached {cached})"
+            assert cached > 300
+    finally:
+        engine.close()

@@ -45,7 +45,7 @@ def test_every_role_that_reads_the_policies_opens_with_the_same_bytes(fake, reci
 
 
 @pytest.mark.parametrize("kind", ["json", "chat"])
-def test_the_shared_inputs_open_dspys_own_system_message(kind):
+def test_the_shared_inputs_open_dspys_own_system_message_and_the_format_reminder_closes_it(kind):
     import dspy
 
     from aidsafe.pipeline._agents import make_adapter
@@ -56,13 +56,43 @@ def test_the_shared_inputs_open_dspys_own_system_message(kind):
     inputs = {"policies": "P1 [x] Do not help with X.", "query": "How do I kill a Python process?"}
     ours = make_adapter(kind).format(signature, demos, inputs)
     theirs = plain.format(signature, demos, inputs)
-    assert ours[0]["content"] == "[[ ## policies ## ]]\nP1 [x] Do not help with X.\n\n" + theirs[0]["content"]
+    reminder = plain.user_message_output_requirements(signature)
+    assert reminder.startswith("Respond with")
+    assert ours[0]["content"] == ("[[ ## policies ## ]]\nP1 [x] Do not help with X.\n\n" + theirs[0]["content"]
+                                  + "\n\n" + reminder)
     assert ours[1:-1] == theirs[1:-1]  # the demos are untouched
-    assert "P1 [x]" not in ours[-1]["content"] and "[[ ## query ## ]]\nHow do I kill" in ours[-1]["content"]
+    # the last user message is the record's values and nothing else, like a demo's
+    assert theirs[-1]["content"].endswith(reminder)
+    assert ours[-1]["content"] == "[[ ## query ## ]]\nHow do I kill a Python process?"
     # a retry after a parse error (ChatAdapter's JSON fallback) keeps the layout
     if kind == "chat":
         fallback = make_adapter("chat")._make_json_adapter_fallback()
-        assert fallback.format(signature, demos, inputs)[0]["content"].startswith("[[ ## policies ## ]]\nP1")
+        retry = fallback.format(signature, demos, inputs)
+        assert retry[0]["content"].startswith("[[ ## policies ## ]]\nP1")
+        assert retry[0]["content"].endswith(dspy.JSONAdapter().user_message_output_requirements(signature))
+        assert make_adapter("chat", "query_first")._make_json_adapter_fallback().layout == "query_first"
+
+
+@pytest.mark.parametrize("kind", ["json", "chat"])
+def test_a_role_without_shared_inputs_still_gets_the_reminder_in_its_system_message(kind):
+    import dspy
+
+    from aidsafe.pipeline._agents import make_adapter
+
+    signature = dspy.Signature("query: str -> intents: list[str]", "ANALYST: decompose.")
+    plain = dspy.JSONAdapter() if kind == "json" else dspy.ChatAdapter()
+    inputs = {"query": "q"}
+    ours, theirs = make_adapter(kind).format(signature, [], inputs), plain.format(signature, [], inputs)
+    reminder = plain.user_message_output_requirements(signature)
+    assert ours[0]["content"] == theirs[0]["content"] + "\n\n" + reminder
+    assert ours[-1]["content"] == "[[ ## query ## ]]\nq"
+
+
+def test_an_unknown_layout_is_refused():
+    from aidsafe.pipeline._agents import make_adapter
+
+    with pytest.raises(ValueError, match="unknown prompt layout 'sideways'"):
+        make_adapter("json", "sideways")
 
 
 @pytest.mark.parametrize("layout", [None, "stable_first"])
@@ -99,20 +129,20 @@ def test_the_layout_is_part_of_the_stage_and_call_keys(fake, recipe_file, prompt
     calls = fake.calls
     summary = aidsafe.run(recipe_file(MINI + "prompt_layout: query_first\n", "b.yaml"), inputs,
                           tmp_path / "b.jsonl", options(cache))
-    assert summary.stage_hits == 1  # intents: its agent reads no stable input, same prompt
+    # even the analyst, which reads no policies, has its format reminder elsewhere
+    assert summary.stage_hits == 0
     assert fake.calls > calls
 
 
 @pytest.mark.parametrize("kind", ["json", "chat"])
-def test_the_system_message_is_built_once_per_signature_and_is_dspys_own(kind, monkeypatch):
+def test_query_first_is_dspys_own_format_and_the_system_message_is_built_once_per_signature(kind, monkeypatch):
     import dspy
 
     from aidsafe.pipeline._agents import make_adapter
 
-    # the query first: nothing to move to the head of the system message
     signature = dspy.Signature("query: str, policies: str -> thoughts: list[str], response: str", "THINKER: answer.")
     plain = dspy.JSONAdapter() if kind == "json" else dspy.ChatAdapter()
-    ours = make_adapter(kind)
+    ours = make_adapter(kind, "query_first")
     demos = [{"policies": "P", "query": "q0", "thoughts": ["t"], "response": "r"}]
     inputs = {"policies": "P", "query": "How do I kill a Python process?"}
     assert ours.format(signature, demos, inputs) == plain.format(signature, demos, inputs)
@@ -121,6 +151,7 @@ def test_the_system_message_is_built_once_per_signature_and_is_dspys_own(kind, m
     monkeypatch.setattr(type(plain), "format_field_structure", lambda self, sig: built.append(sig) or original(self, sig))
     for query in ("a", "b", "c"):
         ours.format(signature, demos, dict(inputs, query=query))
-    assert built == []  # already built by the first call above
+        make_adapter(kind).format(signature, demos, dict(inputs, query=query))
+    assert built == []  # already built by the first call above, and shared by both layouts
     changed = signature.with_instructions("THINKER: answer briefly.")
     assert ours.format_system_message(changed) == plain.format_system_message(changed)

@@ -95,6 +95,15 @@ def _make_params(
     p.warmup = False
     p.ui = False
     p.cache_ram_mib = int(prompt_ram_cache_mib)
+    if n_parallel == 1:
+        # One slot: always look in the prompt cache for the best prefix.
+        # llama.cpp otherwise keeps the slot as it is when the new prompt
+        # shares at least half of what the slot holds (two judges with the
+        # same policies and fields, different rubrics), so the judge's own
+        # prefix, restored one record earlier, is never looked for and the
+        # other one's state is overwritten without being saved. With several
+        # slots the similarity-based slot choice is what keeps roles warm.
+        p.slot_prompt_similarity = 0.0
     p.verbosity = 0
     return p
 
