@@ -6,10 +6,11 @@ loopback URL, fixed latency per completion), with the same number of workers
 and no caches (``RunOptions(use_cache=False)`` for ours, ``cache=False`` on the
 hand-written ``dspy.LM``). The hand-written side uses ``dspy.Predict`` on
 class-based signatures with the same fields, descriptions and instructions
-(read from ``recipes/aidsafe.yaml``), the same ``JSONAdapter``, and the same
-calls per record in the same order: intents, initial thoughts, deliberation
-turns (two agents, stop when two agree in a row, at most 2 rounds / 4 turns),
-refiner with the recipe's deterministic filters before and after.
+(read from ``recipes/aidsafe.yaml``), ``JSONAdapter`` with the engine's
+stable-first layout, and the same calls per record in the same order:
+intents, initial thoughts, deliberation turns (two agents, stop when two agree
+in a row, at most 2 rounds / 4 turns), refiner with the recipe's deterministic
+filters before and after.
 
 What it prints (it measures; it never fails on a missed target):
 
@@ -202,6 +203,25 @@ def _as_list(value) -> list[str]:
     return [str(v).strip() for v in value or [] if str(v).strip()]
 
 
+class StableFirstJSONAdapter(dspy.JSONAdapter):
+    """Plain DSPy laid out the way the engine lays out prompts (README,
+    "Prefix caching"): the policy text opens the system message, DSPy's
+    answer-format reminder closes it, and the last user message holds the
+    record's values only. Written here from DSPy's public adapter methods, so
+    the reference stays independent of the engine's code."""
+
+    def format(self, signature, demos, inputs):
+        lead = next(iter(signature.input_fields)) == "policies" and "policies" in inputs
+        messages = super().format(signature, demos, {k: v for k, v in inputs.items() if not (lead and k == "policies")})
+        parts = [f"[[ ## policies ## ]]\n{inputs['policies']}"] if lead else []
+        parts += [messages[0]["content"], dspy.JSONAdapter.user_message_output_requirements(self, signature)]
+        messages[0] = {**messages[0], "content": "\n\n".join(parts)}
+        return messages
+
+    def user_message_output_requirements(self, signature):
+        return None  # in the system message (see format)
+
+
 class HandWritten:
     """The AIDSAFE pipeline as a plain DSPy program (no engine code)."""
 
@@ -211,7 +231,7 @@ class HandWritten:
         self.stop = delib["stop"]
         self.policies = policies
         self.lm = lm
-        self.adapter = dspy.JSONAdapter()
+        self.adapter = StableFirstJSONAdapter()
 
         def predictor(signature, name):
             return dspy.Predict(signature.with_instructions(agents[name]["instructions"].strip()))
