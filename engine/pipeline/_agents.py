@@ -20,7 +20,7 @@ from dspy.utils.exceptions import AdapterParseError
 from aidsafe._util.errors import OutputParseError
 from aidsafe.config._specs import AgentSpec, FieldSpec
 from aidsafe.models._engine import parse_attempt, watch_truncation
-from aidsafe.pipeline._contract import LAYOUTS, STABLE_INPUTS, Contract, answer_name, order_inputs
+from aidsafe.pipeline._contract import STABLE_INPUTS, Contract, answer_name, check_layout, order_inputs
 
 PY_TYPES = {"str": str, "list[str]": list[str], "bool": bool, "int": int, "float": float, "dict": dict}
 
@@ -140,10 +140,8 @@ class ChatAdapter(_SharedPrefix, _SameSystemMessage, dspy.ChatAdapter):
 def make_adapter(kind: str, layout: str = "stable_first") -> dspy.Adapter:
     """The adapter a recipe names (``json`` or ``chat``) for a prompt layout
     (``stable_first`` or ``query_first``)."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown prompt layout {layout!r}; known: {', '.join(LAYOUTS)}")
     adapter = JSONAdapter() if kind == "json" else ChatAdapter()
-    adapter.layout = layout
+    adapter.layout = check_layout(layout)
     return adapter
 
 

@@ -78,6 +78,13 @@ VOLATILE_INPUTS = ("transcript",)
 LAYOUTS = ("stable_first", "query_first")
 
 
+def check_layout(layout: str) -> str:
+    """``layout`` if it is a known prompt layout, else a ValueError naming them."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown prompt layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    return layout
+
+
 def answer_name(name: str, inputs: set[str] | list[str]) -> str:
     """The signature name of output ``name``: an agent that reads and writes
     the same field (a reviser reading and rewriting ``response``) answers it
@@ -91,9 +98,7 @@ def order_inputs(names: list[str] | tuple[str, ...], layout: str = "stable_first
     and those that change within a record (the transcript) last;
     ``query_first`` keeps the declared order (the query first; the layout
     before prefix caching, kept for comparison)."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown prompt layout {layout!r}; known: {', '.join(LAYOUTS)}")
-    if layout == "query_first":
+    if check_layout(layout) == "query_first":
         return list(names)
     return ([n for n in names if n in STABLE_INPUTS]
             + [n for n in names if n not in STABLE_INPUTS and n not in VOLATILE_INPUTS]
