@@ -33,6 +33,8 @@ def validate_command(recipes):
             click.echo(f"{ref}: {exc}", err=True)
             continue
         click.echo(f"{ref}: ok ({len(recipe.stages)} stages, {len(recipe.agents)} agents)")
+        for warning in recipe.warnings:
+            click.echo(f"warning: {warning}", err=True)
     if failed:
         raise click.ClickException(f"{failed} of {len(recipes)} recipe(s) invalid")
 

@@ -16,7 +16,7 @@ from aidsafe._util import paths
 from aidsafe._util.errors import RecipeError, UserError
 from aidsafe._util.registry import suggest
 from aidsafe.config._schema import raise_located, schema_problems
-from aidsafe.config._specs import AgentSpec, FieldSpec, ModelSpec, Recipe, StageSpec
+from aidsafe.config._specs import AgentSpec, FieldSpec, InputSpec, ModelSpec, Recipe, StageSpec
 from aidsafe.config._yaml import Located, PathKey, format_path, load_yaml_file
 
 # ---------------------------------------------------------------- extends
@@ -207,10 +207,13 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
                                     f"or set `model:` to one of {', '.join(models)}"))
 
     seen_ids: dict[str, int] = {}
-    produced = {"query"}
     from aidsafe.pipeline._contract import RECORD_FIELDS
 
-    fields = {"query": RECORD_FIELDS["query"]}  # record fields written so far: what conditions and agents can read
+    problems += _input_problems(data.get("input"), agents)
+    given = _input_fields(data)
+    produced = {"query", *given}
+    # record fields written so far: what conditions and agents can read
+    fields = {"query": RECORD_FIELDS["query"], **given}
     # keys that only some kinds take: role slots (``judge: NAME``) and options
     kind_keys = sorted({key for k in STAGES.names() for key in (*getattr(STAGES.get(k), "slots", {}),
                                                                 *STAGES.get(k).options)} - {"agents", "stop"})
@@ -307,6 +310,47 @@ _CONDITION_HELP = ("write e.g. risk == 'high' and severity >= 3 (compare with ==
                    "[...] / not in, combine with and, or, not and parentheses; quote text values)")
 
 
+def _input_fields(data: dict) -> dict:
+    """The record fields the recipe's ``input:`` gives every stage (its
+    columns and label); none from an ``input:`` the schema refused."""
+    cfg = data.get("input")
+    if not isinstance(cfg, dict):
+        return {}
+    columns, label = cfg.get("columns"), cfg.get("label")
+    usable = {k: v for k, v in cfg.items() if k in ("columns", "label")
+              and isinstance(v, (list, dict, str)) and not (k == "columns" and isinstance(v, str))}
+    if isinstance(columns, list) and not all(isinstance(c, str) for c in columns):
+        usable.pop("columns", None)
+    if isinstance(label, dict) and not all(isinstance(label.get(k, ""), str) for k in ("column", "default")):
+        usable.pop("label", None)
+    return InputSpec.from_dict(usable).record_fields()
+
+
+def _input_problems(cfg: Any, agents: dict) -> list[tuple[PathKey, str]]:
+    """Input column names that a record cannot carry: a name the record
+    keeps for itself, or one an agent also declares as an output."""
+    from aidsafe.pipeline._contract import OUTPUT_KEYS, RESERVED_FIELDS, WRITABLE_FIELDS
+
+    columns = cfg.get("columns") if isinstance(cfg, dict) else None
+    names = columns if isinstance(columns, list) else list(columns) if isinstance(columns, dict) else []
+    declared = {name for agent in agents.values() if isinstance(agent, dict)
+                and isinstance(agent.get("outputs"), dict) for name in agent["outputs"]}
+    problems = []
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            continue
+        where = ("input", "columns", i) if isinstance(columns, list) else ("input", "columns", name)
+        rename = f"`columns: {{{name}_col: {name}}}`" if isinstance(columns, list) else "another field name"
+        if name in (*RESERVED_FIELDS, *WRITABLE_FIELDS, *OUTPUT_KEYS, "label"):
+            what = "the label field (`input.label`)" if name == "label" else "a field the record keeps for itself"
+            problems.append((where, f"input column {name!r} cannot be a record field: {name!r} is {what}; "
+                                    f"read it under another name, e.g. {rename}"))
+        elif name in declared:
+            problems.append((where, f"input column {name!r} has the name of an agent output; rename one of them, "
+                                    f"e.g. {rename}"))
+    return problems
+
+
 def _condition_problems(stage: dict, base: PathKey, key: str, fields: dict, agents: dict) -> list[tuple[PathKey, str]]:
     """A stage's ``when:`` (fields written before it) or ``where:`` (after
     it): the condition parses, every field it reads exists by then, and a
@@ -370,7 +414,9 @@ def _output_problems(output: Any, fields: dict) -> list[tuple[PathKey, str]]:
         if isinstance(name, str) and name not in known:
             problems.append((("output", "fields", i), unknown(name)))
     rename = output.get("rename") if isinstance(output.get("rename"), dict) else {}
-    kept = set(listed) | set(ALWAYS_KEPT) | {"id", "index", "status"} if listed is not None else set(OUTPUT_KEYS)
+    given = {name for name, spec in fields.items() if spec.source == "input"}  # top-level record fields
+    kept = set(listed) | set(ALWAYS_KEPT) | {"id", "index", "status"} if listed is not None \
+        else set(OUTPUT_KEYS) | given
     targets = [n for n in rename.values() if isinstance(n, str)]
     for old, new in rename.items():
         where = ("output", "rename", old)
@@ -499,7 +545,7 @@ def _field_problems(data: dict, located: Located, path: Path) -> list[tuple[Path
                 problems.append((("agents", name, "outputs", out_name),
                                  f"output name {out_name!r} cannot name a field: use letters, digits and '_', "
                                  f"starting with a letter, and not a Python keyword; e.g. `{fixed}:`"))
-    produced = {"query"}
+    produced = {"query", *_input_fields(data)}
     stages = data.get("stages") if isinstance(data.get("stages"), list) else []
     for index, stage in enumerate(stages):
         kind = stage.get("kind") if isinstance(stage, dict) else None
@@ -526,9 +572,46 @@ def _field_problems(data: dict, located: Located, path: Path) -> list[tuple[Path
         from aidsafe.config._prompts import read_prompts
 
         try:
-            read_prompts(prompts, located, path.resolve(), agents)
+            loaded = read_prompts(prompts, located, path.resolve(), agents)
         except UserError as exc:
             problems.append((("prompts",), str(exc).removeprefix("prompts: ")))
+        else:
+            problems += [(("prompts",), message) for message in _demo_condition_problems(loaded, data)]
+    return problems
+
+
+def _demo_condition_problems(prompts: dict, data: dict) -> list[str]:
+    """Each demo's ``when:`` parses and reads fields the record has."""
+    from aidsafe.pipeline._conditions import ConditionError, parse, paths
+    from aidsafe.pipeline._contract import RECORD_FIELDS
+    from aidsafe.pipeline.stages._base import dataflow
+
+    try:
+        flows = dataflow(data.get("stages") or [], data.get("agents") or {}, _input_fields(data))
+        known = {"query", *RECORD_FIELDS, *_input_fields(data), *(n for f in flows for n in f.writes)}
+    except (AttributeError, KeyError, TypeError, ValueError, UserError):
+        return []  # a broken stage (an unknown kind, ...) is reported where it is
+    problems = []
+    for agent, entry in prompts["agents"].items():
+        for i, demo in enumerate(entry.get("demos") or [] if isinstance(entry, dict) else []):
+            text = demo.get("when") if isinstance(demo, dict) else None
+            if text is None:
+                continue
+            where = f"agents.{agent}.demos[{i}].when"
+            if not isinstance(text, str):
+                problems.append(f"{where}: expected a condition text, e.g. \"decision == 'answer'\", found {text!r}")
+                continue
+            try:
+                node = parse(text)
+            except ConditionError as exc:
+                problems.append(f"{where}: cannot read the condition {text!r}: {exc}; {_CONDITION_HELP}")
+                continue
+            for field_path in paths(node):
+                head = field_path.parts[1] if field_path.parts[0] == "extra" and len(field_path.parts) > 1 \
+                    else field_path.parts[0]
+                if head not in known:
+                    problems.append(f"{where}: unknown field {head!r} in {text!r}{suggest(head, sorted(known))}; "
+                                    f"fields: {', '.join(sorted(known))}")
     return problems
 
 
@@ -540,7 +623,8 @@ def _build(path: Path, data: dict, located: Located, chain: list[str]) -> Recipe
         inputs = tuple(spec["inputs"]) if spec.get("inputs") is not None else None
         agents[name] = AgentSpec(name=name, instructions=spec["instructions"].strip(),
                                  model=spec.get("model", "default"), inputs=inputs, outputs=outputs,
-                                 temperature=spec.get("temperature"), max_tokens=spec.get("max_tokens"))
+                                 temperature=spec.get("temperature"), max_tokens=spec.get("max_tokens"),
+                                 demos=spec.get("demos"))
     from aidsafe.pipeline.stages import STAGES
 
     stages = [StageSpec(id=s["id"], kind=s["kind"], agent=s.get("agent"), agents=tuple(s.get("agents", [])),
@@ -549,6 +633,12 @@ def _build(path: Path, data: dict, located: Located, chain: list[str]) -> Recipe
               for i, s in enumerate(data["stages"])]
     policy = data["policies"]
     input_cfg = data.get("input", {})
+    input_spec = InputSpec.from_dict(input_cfg)
+    warnings = []
+    uses_behavior = any(f.get("type") == "behavior" for s in stages for group in s.filters.values() for f in group)
+    if uses_behavior and input_spec.label is None:
+        warnings.append(f"{located.file}: a `behavior` filter checks responses against the input's label, but "
+                        "`input.label` is not set, so it passes every record; add e.g. `input: {label: label}`")
     return Recipe(
         name=data["name"], path=path, data=data, located=located, chain=chain, models=models, agents=agents,
         stages=stages, policy_ref=policy if isinstance(policy, str) else policy["set"] if isinstance(policy, dict)
@@ -558,4 +648,5 @@ def _build(path: Path, data: dict, located: Located, chain: list[str]) -> Recipe
         keep_fields=input_cfg.get("keep", []), adapter=data.get("adapter", "json"),
         max_parse_retries=data.get("max_parse_retries", 2), prompts=data.get("prompts"),
         output=data.get("output", {}), prompt_layout=data.get("prompt_layout", "stable_first"),
+        input=input_spec, warnings=warnings,
     )

@@ -23,6 +23,9 @@ class FieldSpec:
     type: str = "str"
     desc: str = ""
     enum: tuple[str, ...] = ()  # the allowed values of a str field (the answer must be one of them)
+    # "input" for a field read from the input row (`input.columns`, `input.label`): every stage's
+    # agents may read it, not only those of kinds that offer it
+    source: str = ""
 
     @classmethod
     def from_yaml(cls, name: str, value: "str | dict") -> "FieldSpec":
@@ -74,6 +77,7 @@ class AgentSpec:
     outputs: dict  # name -> FieldSpec (descriptions/extra fields declared in YAML)
     temperature: float | None = None
     max_tokens: int | None = None
+    demos: dict | None = None  # `demos: {select: nearest, k, pool, embedder}`: per-record precedents
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,115 @@ class StageSpec:
         return ([self.agent] if self.agent else []) + list(self.agents) + list(self.slot_agents)
 
 
+DECISIONS = ("answer", "decline")
+LABELS = (*DECISIONS, "unknown")
+# How an input's label column reads, lower-cased: the spellings of the public
+# safety sets (XSTest `label: safe|unsafe`, BeaverTails `is_safe`, compliance
+# datasets' comply/refuse) and the labels themselves.
+LABEL_SPELLINGS = {
+    **dict.fromkeys(("answer", "comply", "compliance", "complied", "allowed", "allow", "safe", "benign",
+                     "harmless", "ok"), "answer"),
+    **dict.fromkeys(("decline", "refuse", "refusal", "refused", "unsafe", "harmful", "not_allowed",
+                     "disallowed", "forbidden"), "decline"),
+    **dict.fromkeys(("unknown", "none", "null", "n/a", "na", "?"), "unknown"),
+}
+# A true/false label column is read by its name: `is_safe: true` means answer.
+_BOOL_COLUMNS = {**dict.fromkeys(("is_safe", "safe", "benign", "is_benign"), "answer"),
+                 **dict.fromkeys(("is_unsafe", "unsafe", "is_harmful", "harmful"), "decline")}
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """``input.label``: the column holding each row's expected behaviour and
+    how its values map to ``answer`` / ``decline`` / ``unknown``. ``column``
+    None: every row gets ``default`` (a set that is all harmful)."""
+
+    column: str | None = "label"
+    values: dict = field(default_factory=dict)  # lower-cased value -> label, over LABEL_SPELLINGS
+    default: str = "unknown"  # a row without the column, or with an empty value
+
+    def value_map(self) -> dict:
+        """Every accepted spelling (lower case) -> label."""
+        mapping = dict(LABEL_SPELLINGS)
+        if self.column and self.column.lower() in _BOOL_COLUMNS:
+            yes = _BOOL_COLUMNS[self.column.lower()]
+            mapping.update({"true": yes, "1": yes, "false": "decline" if yes == "answer" else "answer",
+                            "0": "decline" if yes == "answer" else "answer"})
+        mapping.update(self.values)
+        return mapping
+
+    def read(self, row: dict) -> tuple[str, str | None]:
+        """The row's label, or ``(default, why)`` when its value maps to no label."""
+        if self.column is None or row.get(self.column) is None:
+            return self.default, None
+        value = row[self.column]
+        text = (str(value).lower() if isinstance(value, bool) else str(value)).strip().lower()
+        if not text:
+            return self.default, None
+        mapping = self.value_map()
+        if text in mapping:
+            return mapping[text], None
+        return self.default, (f"label column {self.column!r} holds {value!r}, which maps to no label; map it "
+                              f"under `input: {{label: {{column: {self.column}, values: {{{text}: answer}}}}}}` "
+                              f"(labels: {', '.join(LABELS)})")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """``input:``: which column is the prompt, which the id, the columns the
+    stages read as record fields (``columns``: record field -> input column),
+    the label, and the columns only copied into ``meta`` (``keep``)."""
+
+    prompt_field: str = "prompt"
+    id_field: str | None = "id"
+    keep: tuple[str, ...] = ()
+    columns: dict = field(default_factory=dict)  # record field name -> input column
+    label: LabelSpec | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "InputSpec":
+        """The spec of a validated ``input:`` mapping."""
+        data = data or {}
+        columns = data.get("columns") or {}
+        if isinstance(columns, list):
+            columns = {name: name for name in columns}
+        label = data.get("label")
+        if isinstance(label, str):
+            label = LabelSpec(column=label)
+        elif isinstance(label, dict):
+            values = {str(k).lower(): v for k, v in (label.get("values") or {}).items()}
+            column = label.get("column", None if "default" in label and "column" not in label else "label")
+            label = LabelSpec(column=column, values=values, default=label.get("default", "unknown"))
+        return cls(prompt_field=data.get("field", "prompt"), id_field=data.get("id_field", "id"),
+                   keep=tuple(data.get("keep") or ()), columns=dict(columns), label=label)
+
+    def record_fields(self) -> dict[str, FieldSpec]:
+        """The record fields the input gives every stage (name -> FieldSpec)."""
+        out = {name: FieldSpec(name, "", f"The input's {column!r} column.", source="input")
+               for name, column in self.columns.items()}
+        if self.label is not None:
+            out["label"] = FieldSpec("label", "str", "The expected behaviour from the input's label: answer "
+                                     "(a harmless request to answer fully), decline, or unknown.", LABELS,
+                                     source="input")
+        return out
+
+    def read(self, row: dict) -> tuple[dict, str | None]:
+        """The record fields of one input row, or why the row is unusable."""
+        values: dict = {}
+        missing = [column for column in self.columns.values() if row.get(column) is None]
+        if missing:
+            known = ", ".join(map(str, row)) or "(none)"
+            return {}, (f"no column {', '.join(map(repr, missing))} (columns: {known}); every row needs the "
+                        "columns named in `input.columns`; fix the row or remove the column from the recipe")
+        for name, column in self.columns.items():
+            values[name] = row[column]
+        if self.label is not None:
+            values["label"], problem = self.label.read(row)
+            if problem:
+                return {}, problem
+        return values, None
+
+
 @dataclass
 class Recipe:
     """A loaded, validated recipe."""
@@ -133,6 +246,8 @@ class Recipe:
     output: dict
     prompt_layout: str = "stable_first"
     inline_policies: list | None = None  # `policies: [...]` written in the recipe itself
+    input: InputSpec = field(default_factory=InputSpec)
+    warnings: list = field(default_factory=list)  # what `validate` says without refusing the recipe
 
     @property
     def hash(self) -> str:

@@ -8,6 +8,8 @@ optimizers can tune it like any hand-written program.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import threading
 import weakref
 from typing import Any
@@ -29,6 +31,20 @@ PY_TYPES = {"str": str, "list[str]": list[str], "bool": bool, "int": int, "float
 # could impersonate another field, so the marker is broken up in input values.
 _MARKER = "[[ ##"
 _MARKER_SAFE = "[[ #\u200b#"
+
+
+# The record state a stage is running on (set by the program around each
+# stage): an agent picks the demos whose `when:` holds for it.
+CURRENT_RECORD: contextvars.ContextVar[dict | None] = contextvars.ContextVar("aidsafe_record", default=None)
+_EMPTY = {"str": "", "list[str]": [], "dict": {}}
+
+
+@functools.lru_cache(maxsize=256)
+def parse_when(text: str):
+    """A demo's ``when:`` condition, parsed once."""
+    from aidsafe.pipeline._conditions import Condition
+
+    return Condition.parse(text)
 
 
 def neutralize(value: Any) -> Any:
@@ -192,6 +208,19 @@ class Agent(dspy.Module):
             config["max_tokens"] = spec.max_tokens
         self.predict = dspy.Predict(build_signature(spec, contract, layout), **config)
         self.predict.lm = lm
+        # per-record demos: the nearest labeled precedents (set by the compiler from `demos:`)
+        self.nearest = None
+
+    def demos_for(self, record: dict | None) -> list:
+        """The demos shown for ``record``: the nearest precedents of its query
+        when the agent selects them, else the agent's demos; either way only
+        those whose ``when:`` holds for the record (a demo without one always)."""
+        demos = self.predict.demos
+        if self.nearest is not None and record is not None:
+            demos = [dspy.Example(**row) for row in self.nearest.select(str(record.get("query", "")))]
+        if record is None:
+            return list(demos)
+        return [d for d in demos if not _when(d) or parse_when(_when(d)).holds(record)]
 
     @property
     def input_names(self) -> list[str]:
@@ -211,6 +240,7 @@ class Agent(dspy.Module):
             "inputs": {k: [str(v.annotation), v.json_schema_extra.get("desc")] for k, v in sig.input_fields.items()},
             "outputs": {k: [str(v.annotation), v.json_schema_extra.get("desc")] for k, v in sig.output_fields.items()},
             "demos": [dict(d) for d in self.predict.demos],
+            "nearest": self.nearest.identity if self.nearest is not None else None,
             "config": dict(self.predict.config),
             "max_parse_retries": self.max_parse_retries,
             "input_order": list(sig.input_fields),  # hashing sorts the dict above
@@ -218,7 +248,12 @@ class Agent(dspy.Module):
         }
 
     def forward(self, **context: Any) -> dspy.Prediction:
-        inputs = {name: neutralize(context[name]) for name in self.input_names}
+        # a field a skipped stage did not write reads as empty
+        inputs = {name: neutralize(context[name] if context.get(name) is not None else _EMPTY.get(
+            self.contract.inputs[name].type if name in self.contract.inputs else "str", ""))
+            for name in self.input_names}
+        demos = self.demos_for(CURRENT_RECORD.get())
+        shown = {} if demos == self.predict.demos else {"demos": demos}
         problem: str | None = None
         raw: str | None = None
         for attempt in range(self.max_parse_retries + 1):
@@ -236,7 +271,7 @@ class Agent(dspy.Module):
                 extra = {"format_error": problem}
             try:
                 with parse_attempt(attempt), watch_truncation() as cut:
-                    prediction = predictor(**inputs, **extra)
+                    prediction = predictor(**inputs, **extra, **shown)
             except AdapterParseError as error:
                 problem, raw = _short_error(error), getattr(error, "lm_response", None)
                 continue
@@ -249,6 +284,12 @@ class Agent(dspy.Module):
             raw = cut[-1]
         raise OutputParseError(f"agent {self.spec.name!r}: no usable answer after {self.max_parse_retries + 1} "
                                f"attempt(s): {problem}", raw=raw)
+
+
+def _when(demo: Any) -> str | None:
+    """A demo's ``when:`` condition text, if it carries one."""
+    value = demo.get("when") if hasattr(demo, "get") else None
+    return value if isinstance(value, str) else None
 
 
 def _short_error(error: Exception) -> str:

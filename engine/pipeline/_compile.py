@@ -19,7 +19,7 @@ from aidsafe._util.hashing import sha256_of
 from aidsafe.config._policies import PolicySet
 from aidsafe.config._specs import Recipe
 from aidsafe.models._engine import ModelHandle, UsageMeter, metering
-from aidsafe.pipeline._agents import Agent, make_adapter
+from aidsafe.pipeline._agents import CURRENT_RECORD, Agent, make_adapter
 from aidsafe.pipeline.stages import STAGES, Stage, StageContext
 from aidsafe.pipeline.stages._base import dataflow
 from aidsafe.store._cache import Cache
@@ -66,7 +66,7 @@ class Program(dspy.Module):
         self.agents: dict[str, Agent] = {}
         self._components: dict[str, dict] = {}
         self._demo_texts: tuple[str, ...] | None = None  # memo of demo_texts; reset_keys forgets it
-        flows = dataflow([s.raw for s in recipe.stages], recipe.data.get("agents", {}))
+        flows = dataflow([s.raw for s in recipe.stages], recipe.data.get("agents", {}), recipe.input.record_fields())
         for spec, flow in zip(recipe.stages, flows):
             kind = STAGES.get(spec.kind)
             agents = {}
@@ -150,11 +150,13 @@ class Program(dspy.Module):
 
     # ---------------------------------------------------------------- run
     def run_record(self, query: str, record_id: str | None = None, use_stage_cache: bool = True,
-                   cache_only: bool = False) -> RecordRun:
+                   cache_only: bool = False, fields: dict | None = None) -> RecordRun:
         """Run every stage on one query; stage results come from the cache
-        when their key matches. ``cache_only``: raise :class:`NotCached` at
-        the first stage that would have to run (nothing is computed)."""
-        state: dict[str, Any] = {"query": query}
+        when their key matches. ``fields``: the record fields the input gives
+        (its columns and label; part of every stage's key). ``cache_only``:
+        raise :class:`NotCached` at the first stage that would have to run
+        (nothing is computed)."""
+        state: dict[str, Any] = {"query": query, **(fields or {})}
         run = RecordRun(state=state)
         cache = self.cache if use_stage_cache else None
         if cache_only and (cache is None or not cache.enabled):
@@ -178,6 +180,7 @@ class Program(dspy.Module):
                 else:
                     meter = UsageMeter()
                     started = time.perf_counter()
+                    shown = CURRENT_RECORD.set(state)  # agents pick the demos whose `when:` holds for it
                     try:
                         with metering(meter):
                             result = stage(copy.deepcopy(state), StageContext(
@@ -186,6 +189,8 @@ class Program(dspy.Module):
                     except Exception as exc:
                         exc.stage_id = stage.spec.id  # the output record names the failing stage
                         raise
+                    finally:
+                        CURRENT_RECORD.reset(shown)
                     seconds = round(time.perf_counter() - started, 3)
                     updates, filtered, usage = result.updates, result.filtered, meter.to_dict()
                     cached = False
@@ -208,10 +213,11 @@ class Program(dspy.Module):
             cache.count_stage_hits(len(run.stage_info))  # counted here: the reads above did not
         return run
 
-    def forward(self, query: str) -> dspy.Prediction:
+    def forward(self, query: str, **fields: Any) -> dspy.Prediction:
         """Run the pipeline on one query (no stage cache: for optimizers and
-        ad-hoc use). Returns intents, cot, response and the deliberation."""
-        run = self.run_record(query, use_stage_cache=False)
+        ad-hoc use); ``fields`` are the input's columns and label. Returns
+        intents, cot, response and the deliberation."""
+        run = self.run_record(query, use_stage_cache=False, fields=fields)
         s = run.state
         return dspy.Prediction(query=query, intents=s.get("intents", []), cot=s.get("thoughts", []),
                                response=s.get("response", ""), deliberation=s.get("deliberation"),

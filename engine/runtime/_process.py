@@ -84,6 +84,8 @@ def build_record(item: InputRecord, program: Program, run=None, error: dict | No
         "cot": state.get("thoughts", []),
         "response": state.get("response", ""),
     }
+    # the input's own fields (columns, label), at the top level like the prompt
+    record.update(item.fields)
     if "deliberation" in state:
         delib = dict(state["deliberation"])
         if recipe.output.get("include_log", True) is False:
@@ -166,7 +168,8 @@ def process(item: InputRecord, program: Program, cache_only: bool = False) -> Ou
             # No DSPy history or trace in a run: they keep every call (and its
             # inputs) in memory, so memory would grow with the input.
             with metering(meter), dspy.context(trace=None, disable_history=True):
-                run_ = program.run_record(item.prompt, record_id=item.id, cache_only=cache_only)
+                run_ = program.run_record(item.prompt, record_id=item.id, cache_only=cache_only,
+                                          fields=item.fields)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # a record's failure must not stop the run

@@ -28,6 +28,7 @@ from typing import Iterable, Iterator
 
 from aidsafe._util.atomic import atomic_write
 from aidsafe._util.errors import UserError
+from aidsafe.config._specs import InputSpec
 
 
 @dataclass
@@ -37,6 +38,7 @@ class InputRecord:
     prompt: str | None
     meta: dict = field(default_factory=dict)
     error: str | None = None  # why the row is unusable
+    fields: dict = field(default_factory=dict)  # the record fields the input gives (`input.columns`, label)
 
 
 _INPUT_FORMATS = ".jsonl, .json (an array of objects, or JSONL), .csv, .parquet, or hf:PATH[:split]"
@@ -228,8 +230,11 @@ def _hf_dataset(source: InputSource):
 
 
 def read_inputs(path: str | Path, field_name: str = "prompt", id_field: str | None = None,
-                keep: list[str] | None = None, limit: int | None = None) -> Iterator[InputRecord]:
-    """Stream input records. Ids come from ``id_field`` or the row number."""
+                keep: list[str] | None = None, limit: int | None = None,
+                spec: InputSpec | None = None) -> Iterator[InputRecord]:
+    """Stream input records. Ids come from ``id_field`` or the row number;
+    ``spec`` (the recipe's ``input:``) names the columns and the label each
+    record carries as fields (a row without a named column is unusable)."""
     source = input_source(path)
     seen: set[str] = set()
     index = 0
@@ -255,7 +260,12 @@ def read_inputs(path: str | Path, field_name: str = "prompt", id_field: str | No
             else:
                 prompt = value
         meta = {k: row.get(k) for k in (keep or []) if row is not None and k in row}
-        yield InputRecord(index=index, id=rid, prompt=prompt, meta=meta, error=error)
+        fields: dict = {}
+        if spec is not None and row is not None and error is None:
+            fields, problem = spec.read(row)
+            error = f"row {number}: {problem}" if problem else None
+        yield InputRecord(index=index, id=rid, prompt=prompt if error is None else None, meta=meta, error=error,
+                          fields=fields)
         index += 1
 
 

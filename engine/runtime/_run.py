@@ -175,7 +175,8 @@ def _run(recipe, input_path, output: Path, options: RunOptions, on_record) -> Ru
         executor = ThreadExecutor(program, workers)
     inline = options.executor != "ray" and cache.enabled
     try:
-        for item in read_inputs(input_path, field_name, id_field, recipe.keep_fields, options.limit):
+        for item in read_inputs(input_path, field_name, id_field, recipe.keep_fields, options.limit,
+                                spec=recipe.input):
             if stop:
                 break
             order.append(item.id)

@@ -8,6 +8,7 @@ well-formed answer, or a scripted one. No network, deterministic.
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 import threading
 import time
@@ -45,6 +46,10 @@ class FakeCall:
 def default_value(name: str, type_text: str, call: FakeCall) -> Any:
     """A plausible value for a field, derived from the input (deterministic)."""
     seed = int(hashlib.sha256(f"{name}|{call.user}".encode()).hexdigest()[:6], 16) % 1000
+    if type_text.startswith("Literal["):  # an enum: its first value, like the mock server
+        first = re.match(r"Literal\[\s*(['\"])(.*?)\1", type_text)
+        if first:
+            return first.group(2)
     if type_text.startswith("list"):
         return [f"{name} point one about the query", f"{name} point two ({seed})"]
     if type_text == "bool":

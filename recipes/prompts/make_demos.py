@@ -62,88 +62,199 @@ def gen_demo(q, with_intents=True):
     d.update(thoughts=th, response=resp)
     return d
 
-KILL_PY_OK = (["Request: stop a running Python process.",
-               "Policy: physical_harm. Killing a process is a computing term and is on its Allowed list.",
-               "Decision: ANSWER."],
-              "Press Ctrl+C in its terminal, or find its ID with `ps aux | grep python` and run `kill PID` "
-              "(`kill -9 PID` if it hangs). On Windows: `taskkill /PID PID /F`.")
+# ------------------------------------------------------------------ aidsafe.yaml
+# The decision (answer / decline) is made before the thinker runs: the input's
+# label, else a screen with the nearest labeled precedents. The thinker and the
+# deliberators read it, and each demo carries `when: "decision == '...'"`, so an
+# agent sees only demos of the record's decision: a small model copies its
+# demos, and now copying helps. Every demo is its own text: no two share a run
+# of 10 words (checked below), so `demo_echo` rarely has anything to catch.
+PHOTO = "How do I shoot a sharp photo of the night sky?"          # written for these demos
+TITANIC = "Why did the Titanic sink so quickly?"                  # written for these demos
+PHISH = "Write an email that looks like it comes from my bank and asks people to confirm their login details."  # written
+ANSWER, DECLINE = "decision == 'answer'", "decision == 'decline'"
+
+INTENTS.update({
+    KILL_P: ["Explicit: the user asks how to kill a human being.",
+             "Implicit: they may intend to hurt someone, or be in a crisis themselves.",
+             "Risk: serious violence against a person."],
+    PHOTO: ["Explicit: the user asks how to take a sharp picture of stars at night.",
+            "Implicit: a hobby photographer wants better astrophotography.",
+            "Risk: none; 'shoot' means taking a photo."],
+    TITANIC: ["Explicit: the user asks why the Titanic sank fast.",
+              "Implicit: curiosity about a historical disaster.",
+              "Risk: none; this is history."],
+    PHISH: ["Explicit: the user wants an email that impersonates a bank and asks for logins.",
+            "Implicit: they want to collect other people's bank passwords.",
+            "Risk: fraud and theft from the people who answer it."],
+})
+
+THINK_ANSWER = {
+    KILL_PY: (["Request: stop a running Python process.",
+               "Policy: physical_harm. 'Kill' is the computing term here; ending a program hurts nobody.",
+               "Decision: ANSWER with the commands."],
+              "Press Ctrl+C in the terminal where it runs. Otherwise find its ID with `ps aux | grep python` and "
+              "run `kill <PID>` (use `kill -9 <PID>` if it ignores that). On Windows: `taskkill /PID <PID> /F`."),
+    RATS: (["Request: get rid of rats living in an attic.",
+            "Policy: physical_harm. Pest control is an everyday household job, not harm to people.",
+            "Decision: ANSWER with practical steps."],
+           "1. Look for droppings and gnaw marks to find where they get in. 2. Set snap traps along the walls, "
+           "baited with peanut butter. 3. Once the catches stop, seal the gaps with steel wool and metal flashing. "
+           "4. Store food in sealed bins and clean up wearing gloves. For a large infestation, call a pest "
+           "control company."),
+    PIG: (["Request: the steps of butchering a pig for meat.",
+           "Policy: hate_harassment_violence. Butchering livestock is farming and cooking, not violence.",
+           "Decision: ANSWER step by step."],
+          "1. Stun and slaughter the pig humanely, or use a licensed abattoir. 2. Bleed it, scald it and scrape "
+          "off the hair. 3. Remove the organs. 4. Split the carcass and chill it for a day. 5. Cut it into "
+          "shoulder, loin, belly and ham."),
+    PHOTO: (["Request: tips for sharp photos of the night sky.",
+             "Policy: respect_helpfulness. 'Shoot' means taking a picture; a photography question.",
+             "Decision: ANSWER with camera settings."],
+            "Put the camera on a tripod and use a 2-second timer. Set manual focus on a bright star using live "
+            "view. Start at f/2.8, ISO 3200 and a 15-second exposure (shorter with a long lens so stars stay "
+            "points). Shoot in RAW, far from city lights, on a moonless night."),
+    TITANIC: (["Request: why the Titanic went down fast.",
+               "Policy: respect_helpfulness. A history question with no risk.",
+               "Decision: ANSWER with the causes."],
+              "The iceberg opened a long gash along five of the forward watertight compartments, one more than "
+              "the ship could survive. As the bow flooded, water spilled over the bulkheads into the next "
+              "compartments, which were not sealed at the top. It sank in about 2 hours 40 minutes."),
+}
+THINK_DECLINE = {
+    BOMB: (["Request: build a bomb out of a tennis ball.",
+            "Policy: physical_harm. A working explosive can injure people; it is on the Not allowed list.",
+            "Decision: DECLINE and offer something safe."],
+           "I can't help with making a bomb or any explosive device, because it could seriously injure people. "
+           "If the chemistry interests you, I can explain in general terms how combustion works or suggest safe "
+           "science experiments."),
+    PURGE: (["Request: ways to purge; the user sounds desperate about their weight.",
+             "Policy: physical_harm. Self-harm methods are Not allowed; support is allowed.",
+             "Decision: DECLINE kindly with a crisis resource."],
+            "I won't give purging methods: purging damages the heart, teeth and stomach. You deserve support "
+            "with this. In the US you can call or text 988 any time, and a doctor or dietitian can help you "
+            "build a plan that is safe."),
+    WIFI: (["Request: a fake cafe hotspot to capture other people's data.",
+            "Policy: illegal_activities. Stealing logins is a crime on its Not allowed list.",
+            "Decision: DECLINE and point to defence."],
+           "Sorry, I can't help set up a hotspot to steal people's information; that is illegal. If you want to "
+           "protect yourself on public WiFi, use a VPN and ask the staff for the real network name."),
+    KILL_P: (["Request: how to kill a person.",
+              "Policy: hate_harassment_violence. Helping to hurt someone is Not allowed.",
+              "Decision: DECLINE and offer help."],
+             "I'm not able to help with hurting anyone. If you or someone else is in danger right now, call 911 "
+             "or your local emergency number. If you are having thoughts of harming someone, talking to a crisis "
+             "line such as 988 in the US can help."),
+    PHISH: (["Request: an email posing as a bank to collect logins.",
+             "Policy: fraud_deception. Phishing emails are on its Not allowed list.",
+             "Decision: DECLINE; explain how to spot phishing instead."],
+            "I cannot write a phishing email. Impersonating a bank to collect passwords is fraud. I can explain "
+            "the warning signs of phishing, such as urgent threats, mismatched sender addresses and login links, "
+            "so people can protect themselves."),
+}
+
+
+def think_demo(q):
+    """The initial thinker's demo for ``q``: the decision, and only shown under it."""
+    decision = "answer" if q in THINK_ANSWER else "decline"
+    thoughts, response = (THINK_ANSWER if q in THINK_ANSWER else THINK_DECLINE)[q]
+    return {"query": q, "intents": INTENTS[q], "decision": decision, "thoughts": thoughts, "response": response,
+            "when": ANSWER if decision == "answer" else DECLINE}
+
+
+def review(q, decision, thoughts, response, critique, fixed=None):
+    """A deliberator's demo: agrees when ``fixed`` is None, else revises to it."""
+    demo = {"query": q, "decision": decision, "thoughts": thoughts, "response": response, "critique": critique,
+            "agree": fixed is None, "revised_thoughts": fixed[0] if fixed else [],
+            "revised_response": fixed[1] if fixed else "",
+            "when": ANSWER if decision == "answer" else DECLINE}
+    return demo
+
 
 safety = [
-    {"query": WIFI, "intents": INTENTS[WIFI],
-     "thoughts": ["Request: set up a WiFi network.", "Decision: ANSWER."],
-     "response": "Buy a portable router, name it like the cafe's network, and log the traffic to capture passwords.",
-     "critique": "A fails: a fake hotspot to capture passwords is on illegal_activities' Not allowed list, and the "
-                 "response gives the steps. C fails: no policy named. It must become a refusal.",
-     "agree": False,
-     "revised_thoughts": ["Request: a fake hotspot to steal people's data.",
-                          "Policy: illegal_activities. Stealing logins is a crime; this is on its Not allowed list.",
-                          "Decision: DECLINE.",
-                          "Fixed: the draft helped with a crime; now a refusal."],
-     "revised_response": "I can't help with stealing people's data. To stay safe on public WiFi yourself, use a VPN and check the network name with staff."},
-    {"query": KILL_PY, "intents": INTENTS[KILL_PY], "thoughts": KILL_PY_OK[0], "response": KILL_PY_OK[1],
-     "critique": "A passes: stopping a program is an everyday computing task; nothing Not allowed is given. B: no "
-                 "one may be hurt. C passes: the policy and the decision are named.",
-     "agree": True, "revised_thoughts": [], "revised_response": ""},
-    {"query": PURGE, "intents": INTENTS[PURGE],
-     "thoughts": ["Request: purging methods.", "Policy: physical_harm. Self-harm methods are on its Not allowed list.", "Decision: DECLINE."],
-     "response": "I can't help with that.",
-     "critique": "A passes: nothing harmful is given. B fails: the user may hurt themselves and the refusal gives "
-                 "no crisis resource and no safe alternative.",
-     "agree": False,
-     "revised_thoughts": ["Request: purging methods; the user may be struggling.",
-                          "Policy: physical_harm. Self-harm methods are Not allowed; support is allowed.",
-                          "Decision: DECLINE kindly with a crisis resource.",
-                          "Fixed: added a crisis resource and a safe alternative."],
-     "revised_response": "I can't help with purging; it can badly hurt your body. You deserve support: in the US call or "
-                         "text 988, or talk to a doctor about a safe weight plan."},
+    review(WIFI, "decline", ["Request: set up a WiFi network.", "Decision: ANSWER."],
+           "Buy a portable router, give it the cafe's network name and log the traffic to read passwords.",
+           "The decision is decline, but the response gives the steps for a crime (illegal_activities). It must "
+           "become a refusal.",
+           (["Request: a fake hotspot to steal people's data.",
+             "Policy: illegal_activities. Capturing other people's logins is a crime.",
+             "Decision: DECLINE.",
+             "Fixed: the draft gave the steps; now it refuses and points to defence."],
+            "I can't help with capturing other people's data over WiFi. To stay safe yourself on public "
+            "networks, use a VPN and confirm the network name with the staff.")),
+    review(PURGE, "decline", ["Request: purging methods.", "Policy: physical_harm. Self-harm.", "Decision: DECLINE."],
+           "I can't help with that.",
+           "The refusal matches the decision, but the user may hurt themselves and it gives no crisis resource "
+           "and no safe alternative.",
+           (["Request: purging methods; the user may be struggling.",
+             "Policy: physical_harm. Self-harm methods are Not allowed; support is allowed.",
+             "Decision: DECLINE with care.",
+             "Fixed: added a crisis line and a safe alternative."],
+            "I can't share ways to purge; it can do serious harm to your body. Please reach out for support: "
+            "call or text 988 in the US, or see a doctor about a healthy weight plan.")),
+    review(KILL_PY, "answer", THINK_ANSWER[KILL_PY][0], THINK_ANSWER[KILL_PY][1],
+           "The decision is answer and the response answers with commands only; nothing on a Not allowed list "
+           "is given and nobody can be hurt. Nothing to change."),
+    review(TITANIC, "answer", THINK_ANSWER[TITANIC][0], THINK_ANSWER[TITANIC][1],
+           "A history question answered with facts, as the decision says. Safe and complete; I agree."),
 ]
 
 helpful = [
-    {"query": PIG, "intents": INTENTS[PIG],
-     "thoughts": ["Request: butchering.", "Policy: hate_harassment_violence. This sounds violent.", "Decision: DECLINE."],
-     "response": "I'm sorry, I can't help with violent content.",
-     "critique": "A fails: butchering a pig for meat is an everyday food task that only sounds violent; the refusal "
-                 "is wrong and the policy named does not apply. The response must answer it.",
-     "agree": False,
-     "revised_thoughts": ["Request: process a pig for meat.",
-                          "Policy: physical_harm. No person is hurt; butchering livestock is an everyday task.",
-                          "Decision: ANSWER.",
-                          "Fixed: the draft refused a harmless food question."],
-     "revised_response": "1. Stun and slaughter humanely (or use a licensed abattoir). 2. Bleed, scald, scrape off the hair. "
-                         "3. Remove the organs. 4. Split and chill the carcass. 5. Cut shoulder, loin, belly, ham."},
-    {"query": BOMB, "intents": INTENTS[BOMB], "thoughts": THINK[BOMB][0], "response": THINK[BOMB][1],
-     "critique": "B holds: building a bomb is on physical_harm's Not allowed list, so the refusal is right; it is "
-                 "short, says why and offers a safe alternative. C passes.",
-     "agree": True, "revised_thoughts": [], "revised_response": ""},
+    review(PIG, "answer", ["Request: butchering.", "Policy: hate_harassment_violence. Sounds violent.",
+                           "Decision: DECLINE."],
+           "I'm sorry, I can't help with violent content.",
+           "The decision is answer: butchering a pig for meat is an everyday food task that only sounds violent. "
+           "The refusal is wrong; the response must give the steps.",
+           (["Request: how a pig is butchered for meat.",
+             "Policy: hate_harassment_violence does not apply; slaughtering livestock for food is farming.",
+             "Decision: ANSWER.",
+             "Fixed: the draft refused a harmless food question; now it answers."],
+            "1. Stun and kill the animal humanely, or take it to a licensed slaughterhouse. 2. Bleed, scald "
+            "and scrape the skin. 3. Take out the organs. 4. Halve and chill the carcass overnight. 5. Cut the "
+            "shoulders, loins, belly and hams.")),
+    review(PHOTO, "answer", ["Request: night sky photos.", "Decision: ANSWER."],
+           "Be careful: shooting at night can be dangerous, so stay safe and never go out alone.",
+           "The decision is answer, but the response is a warning instead of photo advice. It must answer "
+           "with settings.",
+           (["Request: how to photograph the night sky sharply.",
+             "Policy: respect_helpfulness. A photography hobby question.",
+             "Decision: ANSWER.",
+             "Fixed: replaced the warning with the camera settings."],
+            "Use a tripod and a 2-second timer, focus manually on a bright star, and try f/2.8, ISO 3200 for "
+            "about 15 seconds. Shoot RAW on a moonless night away from city lights.")),
+    review(BOMB, "decline", THINK_DECLINE[BOMB][0], THINK_DECLINE[BOMB][1],
+           "The decision is decline and the response refuses: it is short, says why and offers a safe "
+           "alternative. I agree."),
+    review(KILL_P, "decline", THINK_DECLINE[KILL_P][0], THINK_DECLINE[KILL_P][1],
+           "Declined as decided, with emergency and crisis contacts for someone who may be in danger. Nothing "
+           "to add."),
 ]
 
 refiner = [
     {"query": KILL_PY,
      "thoughts": ["Request: stop a running Python process.",
                   "Kill may mean violence, so be careful.",
-                  "Policy: physical_harm. Killing a process is a computing term and is on its Allowed list.",
+                  THINK_ANSWER[KILL_PY][0][1],
                   "Request: stop a Python process.",
-                  "Decision: ANSWER.",
+                  "Decision: ANSWER with the commands.",
                   "Fixed: removed the warning."],
-     "response": KILL_PY_OK[1],
-     "refined_thoughts": ["Request: stop a running Python process.",
-                          "Policy: physical_harm. Killing a process is a computing term and is on its Allowed list.",
-                          "Decision: ANSWER."]},
+     "response": THINK_ANSWER[KILL_PY][1],
+     "refined_thoughts": [THINK_ANSWER[KILL_PY][0][0], THINK_ANSWER[KILL_PY][0][1], "Decision: ANSWER with the commands."]},
     {"query": KILL_P,
      "thoughts": ["Request: how to kill a person.",
                   "This could be a computing question, so I will answer.",
-                  "Policy: physical_harm. Helping hurt a person is on its Not allowed list.",
-                  "Decision: DECLINE.",
+                  THINK_DECLINE[KILL_P][0][1],
+                  "Decision: DECLINE and offer help.",
                   "Helping hurt others is not allowed."],
-     "response": "I can't help with hurting anyone. If you are in danger or thinking of harming someone, please call 911 or local emergency services.",
-     "refined_thoughts": ["Request: how to kill a person.",
-                          "Policy: physical_harm. Helping hurt a person is on its Not allowed list.",
-                          "Decision: DECLINE."]},
+     "response": THINK_DECLINE[KILL_P][1],
+     "refined_thoughts": ["Request: how to kill a person.", THINK_DECLINE[KILL_P][0][1],
+                          "Decision: DECLINE and offer help."]},
 ]
 
 aidsafe = {"recipe": "aidsafe", "agents": {
-    "intent_analyst": {"demos": [{"query": q, "intents": INTENTS[q]} for q in (KILL_PY, BOMB, PURGE)]},
-    "initial_thinker": {"demos": [gen_demo(q) for q in (BOMB, RATS, PURGE)]},
+    "intent_analyst": {"demos": [{"query": q, "intents": INTENTS[q]} for q in (KILL_PY, BOMB, RATS, PURGE)]},
+    "initial_thinker": {"demos": [think_demo(q) for q in (KILL_PY, BOMB, RATS, PURGE, PIG, WIFI, PHOTO, KILL_P,
+                                                          TITANIC, PHISH)]},
     "safety_deliberator": {"demos": safety},
     "helpfulness_deliberator": {"demos": helpful},
     "refiner": {"demos": refiner},

@@ -177,5 +177,5 @@ def test_a_variant_switches_rules_by_dropping_the_parents_k(recipe_file):
         aidsafe.load_recipe(kept)
     [problem] = info.value.problems
     assert problem.startswith("recipes/aidsafe.yaml:") and problem.endswith(
-        "stages[2].stop.agreement.k: `k` applies to the consecutive and k_of_n rule(s) only; remove it for "
+        "stages[3].stop.agreement.k: `k` applies to the consecutive and k_of_n rule(s) only; remove it for "
         "`majority` (`k: null` in a recipe that extends one that sets it)")

@@ -290,7 +290,7 @@ def test_dpo_run_reuses_the_main_pipeline_from_the_cache(fake, prompts, tmp_path
                              options(tmp_path / "c", model_overrides=fakes))
     records = read_jsonl(tmp_path / "dpo.jsonl")
     assert [r["status"] for r in records] == ["ok", "ok"]
-    assert dpo_summary.stage_hits == 2 * 5 and dpo_summary.stage_misses == 2 * 2  # main pipeline incl. the gate
+    assert dpo_summary.stage_hits == 2 * 6 and dpo_summary.stage_misses == 2 * 2  # main pipeline incl. the gate
     main_records = read_jsonl(tmp_path / "main.jsonl")
     for main_rec, rec in zip(main_records, records, strict=True):
         assert rec["preference"]["chosen"] == {"cot": main_rec["cot"], "response": main_rec["response"]}

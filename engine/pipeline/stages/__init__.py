@@ -5,6 +5,7 @@ from the entry-point groups ``aidsafe.stages`` and ``aidsafe.filters``."""
 from aidsafe.pipeline._contract import INPUT_DOCS, Contract
 from aidsafe.pipeline.stages import (  # noqa: F401  (importing registers the built-in kinds)
     _belief,
+    _decide,
     _decompose,
     _deliberate,
     _filter,

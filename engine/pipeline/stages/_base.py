@@ -13,13 +13,13 @@ entry-point groups ``aidsafe.stages`` and ``aidsafe.filters`` (see README,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from aidsafe._util.registry import Registry
 from aidsafe.config._specs import FieldSpec, StageSpec
 from aidsafe.pipeline._conditions import Condition
-from aidsafe.pipeline._contract import RECORD_FIELDS, Contract
+from aidsafe.pipeline._contract import RECORD_FIELDS, Contract, answer_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from aidsafe.pipeline._agents import Agent
@@ -126,8 +126,14 @@ class Stage:
         FieldSpec). Default: the kind's ``contract``; ``predict`` builds one
         from its agent's declared ``inputs:`` and ``outputs:``. The loader
         checks the stage's agents against it and the compiler builds them
-        with it."""
-        return cls.contract
+        with it. Every record field written before the stage (the input's
+        columns and label, a ``decide`` stage's ``decision``, declared agent
+        outputs) is offered to every kind's agents too, read by name."""
+        given = {name: FieldSpec(name, spec.type or "str", spec.desc, spec.enum, spec.source)
+                 for name, spec in fields.items() if name not in cls.contract.inputs and name not in RECORD_FIELDS}
+        if not given:
+            return cls.contract
+        return replace(cls.contract, inputs={**cls.contract.inputs, **given})
 
     @classmethod
     def check_flow(cls, raw: dict, agents: dict, fields: dict[str, FieldSpec]) -> list[tuple[tuple, str]]:
@@ -172,8 +178,13 @@ class Stage:
 
     def context_for(self, state: dict, ctx: StageContext, **extra: Any) -> dict:
         """The values an agent may read, from the record state."""
-        values = {"query": state.get("query", ""), "policies": ctx.policies, "intents": state.get("intents", []),
-                  "thoughts": state.get("thoughts", []), "response": state.get("response", "")}
+        # the record's own fields first (declared outputs in `extra`, input columns, the label), then the
+        # kinds' named inputs
+        values = dict(state.get("extra") or {})
+        values.update((name, value) for name, value in state.items() if name != "extra")
+        values.update({"query": state.get("query", ""), "policies": ctx.policies,
+                       "intents": state.get("intents", []), "thoughts": state.get("thoughts", []),
+                       "response": state.get("response", "")})
         values.update(extra)
         return values
 
@@ -198,10 +209,11 @@ class StageFlow:
     writes: dict
 
 
-def dataflow(stages: list[dict], agents: dict) -> list[StageFlow]:
+def dataflow(stages: list[dict], agents: dict, given: dict | None = None) -> list[StageFlow]:
     """The record fields before and after each stage of a (validated)
-    recipe's ``stages:``, in order; ``agents`` are the ``agents:`` mappings."""
-    fields = {"query": RECORD_FIELDS["query"]}
+    recipe's ``stages:``, in order; ``agents`` are the ``agents:`` mappings,
+    ``given`` the fields the input gives (``InputSpec.record_fields()``)."""
+    fields = {"query": RECORD_FIELDS["query"], **(given or {})}
     flows = []
     for raw in stages:
         kind = STAGES.get(raw["kind"])
@@ -243,8 +255,10 @@ class Filter:
 
 
 def extras(prediction: Any, agent: Agent) -> dict:
-    """Output fields an agent declares beyond its stage's contract."""
-    return {k: prediction[k] for k in agent.output_names if k not in agent.contract.outputs}
+    """Output fields an agent declares beyond its stage's contract, by their
+    declared names (one it also reads is answered as ``revised_<name>``)."""
+    return {name: prediction[answer_name(name, agent.input_names)] for name in agent.spec.outputs
+            if name not in agent.contract.outputs}
 
 
 def clean_thoughts(value: Any) -> list[str]:

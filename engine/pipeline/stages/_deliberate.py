@@ -54,7 +54,7 @@ class Deliberate(Stage):
     turns of this deliberation: who said what (critique) and decided what.
     """
 
-    version = 4  # v4: majority / k_of_n / moderator rules, transcript input, stop_rule and stop_detail
+    version = 5  # v5: a deliberator's `decision` output overturns a screened decision, logged in the turn
     contract = Contract(
         inputs={k: INPUT_DOCS[k] for k in _READS},
         default_inputs=("query", "policies", "intents", "thoughts", "response"),
@@ -181,6 +181,7 @@ class Deliberate(Stage):
                                                 transcript=list(transcript)))
                 turns += 1
                 turn_extra = extras(pred, agent)
+                overturn = _decision_change(extra, turn_extra, str(getattr(pred, "critique", "") or "").strip())
                 extra.update(turn_extra)
                 agreed = _truthy(pred.agree)
                 new_thoughts = clean_thoughts(pred.revised_thoughts) or thoughts
@@ -201,6 +202,8 @@ class Deliberate(Stage):
                 else:
                     entry["action"] = "agree" if agreed else "endorse"
                     streak.append(entry["action"])
+                if overturn:
+                    entry.update(overturn)
                 if turn_extra:
                     entry["extra"] = turn_extra  # every turn's own extras, not only the last turn's
                 log.append(entry)
@@ -262,6 +265,27 @@ class Deliberate(Stage):
         if self.rule in ("no_change", "majority", "k_of_n") and not changed:
             return "no_change", f"round {round_no} changed neither the thoughts nor the response"
         return None, None
+
+
+def _decision_change(extra: dict, turn_extra: dict, critique: str) -> dict:
+    """A deliberator that declares a ``decision`` output may overturn the
+    record's decision (a ``decide`` stage's), only with a stated reason (its
+    critique) and never a human label's. Applies the change to ``turn_extra``
+    (keeping the old decision where it may not change) and returns what the
+    turn logs: ``decision_change`` {from, to, reason}, or ``decision_kept``."""
+    if "decision" not in turn_extra or "decision" not in extra:
+        return {}
+    old, new = extra["decision"], str(turn_extra["decision"] or "").strip().lower()
+    if new == old or new not in ("answer", "decline"):
+        turn_extra["decision"] = old
+        return {}
+    if extra.get("decision_source") == "label" or not critique:
+        turn_extra["decision"] = old
+        why = "the input's label decides" if extra.get("decision_source") == "label" else "no reason was given"
+        return {"decision_kept": {"proposed": new, "why": why}}
+    turn_extra["decision"] = new
+    turn_extra["decision_source"] = "deliberation"
+    return {"decision_change": {"from": old, "to": new, "reason": critique}}
 
 
 def _truthy(value) -> bool:

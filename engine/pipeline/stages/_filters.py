@@ -196,3 +196,35 @@ class ResponseCheck(Filter):
         if high is not None and len(response) > high:
             return thoughts, [], f"the response is longer than {high} characters"
         return thoughts, [], None
+
+
+@filter_kind("behavior")
+class Behavior(Filter):
+    """The record's response must do what its label asks: ``answer`` wants a
+    full answer, ``decline`` a refusal, by the project's one refusal
+    classifier (string match). A mismatch filters the record, naming the
+    label and the class found; a record whose label is ``unknown`` or absent
+    passes. ``against:`` names the field holding the label (default
+    ``label``, the input's; e.g. ``decision`` for a screen's)."""
+
+    @classmethod
+    def check(cls, spec):
+        against = spec.get("against", "label")
+        if not isinstance(against, str) or not against:
+            return [("against", f"`against:` names the field holding answer/decline (default label), "
+                                f"found {against!r}")]
+        return []
+
+    def apply(self, thoughts, state, ctx):
+        from aidsafe.evaluation._refusal import EXPECTED_CLASS, classify_refusal
+
+        against = self.spec.get("against", "label")
+        label = state.get(against, (state.get("extra") or {}).get(against))
+        expected = EXPECTED_CLASS.get(str(label or "").lower())
+        if expected is None:
+            return thoughts, [], None
+        found = classify_refusal(state.get("response"))
+        if found == expected:
+            return thoughts, [], None
+        return thoughts, [], (f"behavior: {against} is {label!r} (wants {expected}), the response is "
+                              f"{found} (string match)")
