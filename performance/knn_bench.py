@@ -83,7 +83,7 @@ def bench(spec: str, ks: list[int], cache_dir: Path) -> dict:
     pooling, _, template = rest.partition("@")
     cache = Cache(cache_dir)
     try:
-        embedder = build_embedder(model, cache, pooling=pooling or "mean", template=TEMPLATES[template or "plain"])
+        embedder = build_embedder(model, cache, pooling=pooling or "last", template=TEMPLATES[template or "plain"])
         pool = NearestPool(default_pool_path(), embedder, k=max(ks))
         load0 = os.getloadavg()[0]
         started = time.perf_counter()

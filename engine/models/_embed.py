@@ -141,8 +141,10 @@ _LLAMA_LOCK = threading.Lock()
 class LlamaCppEmbedder:
     """A GGUF model in llama.cpp's embedding mode (xllamacpp, in-process).
 
-    ``pooling`` is ``mean`` (the average of the token states) or ``last``
-    (the last token's state, what a causal model has read everything into).
+    ``pooling`` is ``last`` (the last token's state, what a causal model has
+    read everything into; the default: on the default pool it picks better
+    precedents than ``mean``, see performance/knn_bench.py) or ``mean`` (the
+    average of the token states).
     ``template`` wraps each text before it is embedded (``{text}`` marks
     where; e.g. an instruction that makes the last token summarise what
     matters). Texts longer than ``max_chars`` are cut there; a text still too
@@ -153,7 +155,7 @@ class LlamaCppEmbedder:
 
     BATCH = 32
 
-    def __init__(self, model: LocalModel, *, pooling: str = "mean", threads: int = 1, n_ctx: int = 1024,
+    def __init__(self, model: LocalModel, *, pooling: str = "last", threads: int = 1, n_ctx: int = 1024,
                  max_chars: int = 2000, template: str = "{text}"):
         if pooling not in POOLINGS:
             raise ModelError(f"embedding pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
@@ -337,7 +339,7 @@ class CachedEmbedder:
         return f"CachedEmbedder({self.inner!r})"
 
 
-def build_embedder(spec: ModelSpec | str, cache: Cache | None = None, *, pooling: str = "mean",
+def build_embedder(spec: ModelSpec | str, cache: Cache | None = None, *, pooling: str = "last",
                    threads: int | None = None, template: str = "{text}") -> Embedder:
     """The embedder a model spec (or model string) names, cached in
     ``cache`` when one is given.
