@@ -545,6 +545,8 @@ def _field_problems(data: dict, located: Located, path: Path) -> list[tuple[Path
                 problems.append((("agents", name, "outputs", out_name),
                                  f"output name {out_name!r} cannot name a field: use letters, digits and '_', "
                                  f"starting with a letter, and not a Python keyword; e.g. `{fixed}:`"))
+    problems += _precedent_problems(agents, data.get("models") if isinstance(data.get("models"), dict) else {},
+                                    located, path)
     produced = {"query", *_input_fields(data)}
     stages = data.get("stages") if isinstance(data.get("stages"), list) else []
     for index, stage in enumerate(stages):
@@ -577,6 +579,37 @@ def _field_problems(data: dict, located: Located, path: Path) -> list[tuple[Path
             problems.append((("prompts",), str(exc).removeprefix("prompts: ")))
         else:
             problems += [(("prompts",), message) for message in _demo_condition_problems(loaded, data)]
+    return problems
+
+
+def _precedent_problems(agents: dict, models: dict, located: Located, path: Path) -> list[tuple[PathKey, str]]:
+    """``demos: {select: nearest, pool, embedder}``: the pool file exists
+    inside the allowed folders, and the embedder is ``lexical`` or a model."""
+    problems: list[tuple[PathKey, str]] = []
+    for name, agent in agents.items():
+        demos = agent.get("demos") if isinstance(agent, dict) else None
+        if not isinstance(demos, dict) or not isinstance(demos.get("pool"), str):
+            continue
+        where = ("agents", name, "demos")
+        embedder = demos.get("embedder", "lexical")
+        if isinstance(embedder, str) and embedder != "lexical" and embedder not in models:
+            problems.append((where + ("embedder",), f"embedder {embedder!r} is neither `lexical` nor a model in "
+                                                    f"`models:`{suggest(embedder, ['lexical', *models])}; "
+                                                    "name a models entry (e.g. one with `model: local:default`)"))
+        declared_in = Path(located.where(where + ("pool",))[0])
+        if not declared_in.is_absolute():
+            declared_in = paths.project_root() / declared_in
+        try:
+            pool = paths.resolve_inside(demos["pool"], declared_in.parent,
+                                        [paths.project_root(), declared_in.parent, path.resolve().parent],
+                                        "precedent pool")
+        except UserError as exc:
+            problems.append((where + ("pool",), str(exc)))
+            continue
+        if not pool.is_file():
+            problems.append((where + ("pool",), f"precedent pool {demos['pool']!r} not found (looked at {pool}); "
+                                                "give a JSONL or CSV of labeled queries, e.g. the shipped "
+                                                "data/precedents/pool.jsonl"))
     return problems
 
 

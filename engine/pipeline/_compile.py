@@ -83,6 +83,7 @@ class Program(dspy.Module):
                     key += "'"
                 self.agents[key] = agent
             self.stage_ids.append(spec.id)
+        self._attach_precedents(cache)
         self.adapter = make_adapter(recipe.adapter, recipe.prompt_layout)
         self.policy_terms = tuple(t for p in policies.policies for t in (p.id, p.name))
         if prompts:
@@ -90,6 +91,29 @@ class Program(dspy.Module):
 
             apply_prompts(self, prompts)
             self.reset_keys()
+
+    def _attach_precedents(self, cache: Cache | None) -> None:
+        """Agents whose recipe says ``demos: {select: nearest, ...}`` get
+        the nearest labeled precedents of each record's query as demos: one
+        pool per (file, embedder, k), its embeddings in the run's cache."""
+        from aidsafe.models._embed import build_embedder
+        from aidsafe.pipeline._nearest import NearestPool
+
+        pools: dict[tuple, NearestPool] = {}
+        for agent in self.agents.values():
+            config = agent.spec.demos
+            if not config or config.get("select") != "nearest":
+                continue
+            path = precedent_pool_path(self.recipe, agent.spec.name)
+            embedder_name = config.get("embedder", "lexical")
+            k = config.get("k", DEFAULT_PRECEDENTS)
+            key = (str(path), embedder_name, k)
+            if key not in pools:
+                spec = self.recipe.models[embedder_name] if embedder_name in self.recipe.models else embedder_name
+                embedder = build_embedder(spec, cache if cache is not None and cache.enabled else None)
+                outputs = tuple(name for name in agent.spec.outputs if name in agent.contract.outputs) or ("decision",)
+                pools[key] = NearestPool(path, embedder, k, required=outputs)
+            agent.nearest = pools[key]
 
     def stage_modules(self) -> list[Stage]:
         """The stages in pipeline order."""
@@ -234,6 +258,26 @@ def compile_recipe(recipe: Recipe, models: dict[str, ModelHandle], cache: Cache 
 
         prompts = load_prompts(recipe)
     return Program(recipe, models, policies, cache=cache, prompts=prompts)
+
+
+DEFAULT_PRECEDENTS = 6
+
+
+def precedent_pool_path(recipe: Recipe, agent: str):
+    """The pool file of ``agents.<agent>.demos.pool``, relative to the recipe
+    file that wrote it (a variant inherits its parent's pool), inside the
+    project or that file's folder."""
+    from pathlib import Path
+
+    from aidsafe._util import paths
+
+    ref = recipe.agents[agent].demos["pool"]
+    where = recipe.located.lines.get(("agents", agent, "demos", "pool")) if recipe.located is not None else None
+    declared_in = Path(where[0]) if where else recipe.path
+    if not declared_in.is_absolute():
+        declared_in = paths.project_root() / declared_in
+    base = declared_in.parent
+    return paths.resolve_inside(ref, base, [paths.project_root(), base, recipe.path.parent], "precedent pool")
 
 
 def _uses_filter(stage: Stage, kind: str) -> bool:

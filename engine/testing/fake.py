@@ -8,8 +8,8 @@ well-formed answer, or a scripted one. No network, deterministic.
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
 import threading
 import time
 from typing import Any, Callable
