@@ -1,6 +1,6 @@
-"""The content-addressed cache: one source of truth for LM answers and stage
-results, on diskcache (SQLite underneath, so several processes can share a
-directory).
+"""The content-addressed cache: one source of truth for LM answers, stage
+results and text embeddings, on diskcache (SQLite underneath, so several
+processes can share a directory).
 
 Values are stored as JSON text, never pickles: a cache directory may be shared
 and must not be able to execute code when read.
@@ -21,6 +21,8 @@ A cache is never a reason for a record to fail:
 
 from __future__ import annotations
 
+import array
+import base64
 import errno
 import json
 import os
@@ -41,7 +43,7 @@ from aidsafe._util.errors import UserError
 T = TypeVar("T")
 
 CACHE_FORMAT = 1
-_SECTIONS = ("calls", "stages", "index")
+_SECTIONS = ("calls", "stages", "index", "embeddings")
 
 
 @dataclass
@@ -304,6 +306,16 @@ class Cache:
     def put_stage(self, key: str, value: dict, stage_id: str) -> None:
         self._put("stages", key, value, tag=f"stage:{stage_id}")
 
+    # -- embeddings ---------------------------------------------------------
+    def get_embedding(self, key: str) -> list[float] | None:
+        """The stored vector for embedding ``key`` (float32 values), or None."""
+        value = self._get("embeddings", key, _is_embedding)
+        return _unpack_f32(value["f32"]) if value is not None else None
+
+    def put_embedding(self, key: str, vector: list[float]) -> None:
+        """Store ``vector`` under ``key``, as float32 (what :meth:`get_embedding` returns)."""
+        self._put("embeddings", key, {"dim": len(vector), "f32": _pack_f32(vector)})
+
     # -- explain index: what a record's stage key was made of --------------
     def put_explain(self, recipe: str, record_id: str, stage_id: str, components: dict) -> None:
         self._put("index", _explain_key(recipe, record_id, stage_id), {"components": components},
@@ -431,6 +443,31 @@ def _inode(path: Path) -> int | None:
         return path.stat().st_ino
     except OSError:
         return None
+
+
+def _pack_f32(vector: list[float]) -> str:
+    """``vector`` as base64 of little-endian float32: a quarter of its JSON size."""
+    values = array.array("f", vector)
+    if sys.byteorder != "little":
+        values.byteswap()
+    return base64.b64encode(values.tobytes()).decode("ascii")
+
+
+def _unpack_f32(text: str) -> list[float]:
+    values = array.array("f", base64.b64decode(text))
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values.tolist()
+
+
+def _is_embedding(value: dict) -> bool:
+    text, dim = value.get("f32"), value.get("dim")
+    if not isinstance(text, str) or not isinstance(dim, int):
+        return False
+    try:
+        return len(base64.b64decode(text, validate=True)) == 4 * dim
+    except ValueError:
+        return False
 
 
 def _is_call(value: dict) -> bool:
