@@ -1,5 +1,6 @@
 """``aidsafe optimize``: tune a recipe's agents (instructions and demos) with
-a DSPy optimizer judged by LLM judges. A thin command over
+a DSPy optimizer judged by LLM judges or by the inputs' labels. A thin
+command over
 :func:`aidsafe.tools.optimize`.
 
 Tables go to stdout as Markdown; progress, DSPy's optimizer logs, file
@@ -36,14 +37,19 @@ def _roles(text: str | None) -> list[str] | None:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for prompts.json and meta.json (e.g. optimized/NAME); a recipe uses it with "
                    "`prompts: <folder>`.")
-@click.option("--metric", default="judges:faithfulness_policy_cot", show_default=True, metavar="FILE:JUDGE[=W],...",
+@click.option("--metric", default="judges:faithfulness_policy_cot", show_default=True,
+              metavar="behavior|FILE:JUDGE[=W],...",
               help="Pointwise judge(s) of a judges file as the metric, e.g. recipes/judges.yaml:faithfulness_policy_cot "
                    "or judges.yaml:faithfulness_policy_cot=0.7,relevance=0.3 (scores mapped to 0..1, weighted "
-                   "mean; an unscored verdict counts 0).")
-@click.option("--optimizer", type=click.Choice(["bootstrap", "mipro", "gepa"]), default="bootstrap", show_default=True,
+                   "mean; an unscored verdict counts 0). `behavior`: no judge model, 1 when the response does what "
+                   "the row's label asks (answer / decline, by string match), else 0; needs the recipe's "
+                   "input.label, and rows labeled unknown are left out.")
+@click.option("--optimizer", type=click.Choice(["bootstrap", "mipro", "gepa", "knn"]), default="bootstrap",
+              show_default=True,
               help="bootstrap: DSPy BootstrapFewShot (demos from runs the metric accepts); mipro: MIPROv2 "
                    "(instructions and demos, needs optuna); gepa: GEPA (instructions by reflection on the judges' "
-                   "feedback).")
+                   "feedback); knn: KNNFewShot (per query, demos bootstrapped from the --neighbours nearest "
+                   "training prompts by --embedder; the pools go to --out/precedents/AGENT.jsonl).")
 @click.option("--roles", metavar="AGENT,...", help="Only these agents are optimized; the others keep their "
                                                      "instructions and get no demos (default: every agent).")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.3,
@@ -66,6 +72,11 @@ def _roles(text: str | None) -> list[str] | None:
               help="mipro: search trials (default 6); gepa: budget in full evaluations of the training set (default 3).")
 @click.option("--candidates", type=click.IntRange(min=2), default=3, show_default=True,
               help="mipro: instruction and demo-set candidates per agent.")
+@click.option("--neighbours", type=click.IntRange(min=1), default=4, show_default=True,
+              help="knn: nearest training prompts bootstrapped for each query (at most --max-demos become demos).")
+@click.option("--embedder", default="lexical", show_default=True, metavar="NAME",
+              help="knn: how prompts are embedded: lexical (hashed n-grams, no model), a `models:` entry of the "
+                   "recipe, or a model string (local:default, openai/text-embedding-3-small).")
 @click.option("--field", help="Input field holding the prompt (default: the recipe's input.field).")
 @click.option("--id-field", help="Input field holding the prompt id.")
 @click.option("--limit", type=click.IntRange(min=2), help="Only the first N prompts of --trainset.")
@@ -79,10 +90,11 @@ def _roles(text: str | None) -> list[str] | None:
 @user_errors
 def optimize_command(recipe, trainset, out_dir, metric, optimizer, roles, val_fraction, seed, judge_model,
                      judge_api_base, judge_api_key_env, prompt_model, prompt_api_base, prompt_api_key_env, models,
-                     max_demos, threshold, trials, candidates, field, id_field, limit, workers, force, json_path,
-                     quiet, cache_dir, no_cache):
+                     max_demos, threshold, trials, candidates, neighbours, embedder, field, id_field, limit, workers,
+                     force, json_path, quiet, cache_dir, no_cache):
     """Tune RECIPE's agents (instructions and demos) with a DSPy optimizer,
-    judged by LLM judges, and save them as data in --out.
+    judged by LLM judges (or, with --metric behavior, by the inputs' labels:
+    no judge model, works offline), and save them as data in --out.
 
     The prompts in --trainset are split (by --seed) into a training part,
     which the optimizer sees, and a validation part, which only measures
@@ -101,7 +113,8 @@ def optimize_command(recipe, trainset, out_dir, metric, optimizer, roles, val_fr
                               judge_api_key_env=judge_api_key_env, prompt_model=prompt_model,
                               prompt_api_base=prompt_api_base, prompt_api_key_env=prompt_api_key_env,
                               model_overrides=model_overrides(models), max_demos=max_demos, threshold=threshold,
-                              trials=trials, candidates=candidates, field=field, id_field=id_field, limit=limit,
+                              trials=trials, candidates=candidates, neighbours=neighbours, embedder=embedder,
+                              field=field, id_field=id_field, limit=limit,
                               workers=workers, cache_dir=cache_dir, use_cache=not no_cache, force=force)
     with _quiet(quiet):
         result = optimize(recipe, trainset, out_dir, options)

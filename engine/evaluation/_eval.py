@@ -12,6 +12,13 @@ Two files are compared metric by metric: the difference of means (second
 minus first) with a bootstrap interval that is *paired* over the record ids
 both files scored (resampling ids, so per-prompt difficulty cancels) and
 unpaired otherwise. Pairwise judges run on the shared ids in both orders.
+
+Records that carry a ``label`` (a recipe with ``input.label``) also get
+``behavior``, next to the judge scores: the share of the ``ok`` records
+labeled ``answer`` or ``decline`` whose response does what the label asks,
+by the string-match classifier (:func:`behavior_agrees`; no judge call),
+with the same bootstrap interval. Records labeled ``unknown`` are not
+counted; failed and filtered ones are skipped, as for the judges.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from aidsafe._util.errors import UserError
 from aidsafe._util.paths import default_cache_dir
 from aidsafe._util.progress import Progress
 from aidsafe.evaluation._judges import JudgePanel, PairVerdict, load_judges, score_records
+from aidsafe.evaluation._refusal import behavior_agrees
 from aidsafe.evaluation._tasks import run_tasks
 from aidsafe.models._engine import UsageMeter, metering
 from aidsafe.runtime._records import read_records, write_records
@@ -35,6 +43,11 @@ from aidsafe.store._cache import Cache
 N_RESAMPLES = 2000
 CONFIDENCE = 0.95
 SEED = 0
+BEHAVIOR = "behavior"
+BEHAVIOR_LABEL = "behavior (by string match)"
+BEHAVIOR_NOTE = ("behavior: share of the records labeled answer/decline whose response does what the label asks "
+                 "(answer: full compliance, decline: full refusal), by string match, not a judge; records labeled "
+                 "unknown are not counted, failed/filtered ones are skipped")
 
 
 # -------------------------------------------------------------- bootstrap
@@ -170,23 +183,63 @@ def _scores_by_id(records: list[dict], metric: str) -> dict[str, float]:
     return out
 
 
+def _comparison(metric: str, s1: MetricSummary, s2: MetricSummary, a: dict[str, float], b: dict[str, float],
+                seed: int) -> MetricComparison:
+    """``b - a`` (values by record id): paired over the shared ids when there
+    are at least two, else unpaired."""
+    shared = [i for i in a if i in b]
+    if len(shared) >= 2:
+        diff = bootstrap_difference([a[i] for i in shared], [b[i] for i in shared], paired=True, seed=seed)
+        return MetricComparison(metric, s1, s2, diff, True)
+    return MetricComparison(metric, s1, s2, bootstrap_difference(list(a.values()), list(b.values()), paired=False,
+                                                                 seed=seed), False)
+
+
 def compare(first: list[dict], second: list[dict], metrics: list[str], descriptions: dict[str, str] | None = None,
             seed: int = SEED) -> list[MetricComparison]:
     """Per metric: both summaries and ``second - first`` (paired over the ids
     both files scored when there are at least two, else unpaired)."""
     summaries = zip(summarize(first, metrics, descriptions, seed), summarize(second, metrics, descriptions, seed))
-    out = []
-    for metric, (s1, s2) in zip(metrics, summaries):
-        a, b = _scores_by_id(first, metric), _scores_by_id(second, metric)
-        shared = [i for i in a if i in b]
-        if len(shared) >= 2:
-            diff = bootstrap_difference([a[i] for i in shared], [b[i] for i in shared], paired=True, seed=seed)
-            paired = True
-        else:
-            diff = bootstrap_difference(list(a.values()), list(b.values()), paired=False, seed=seed)
-            paired = False
-        out.append(MetricComparison(metric, s1, s2, diff, paired))
+    return [_comparison(metric, s1, s2, _scores_by_id(first, metric), _scores_by_id(second, metric), seed)
+            for metric, (s1, s2) in zip(metrics, summaries)]
+
+
+# -------------------------------------------------------------- behavior
+
+def has_labels(records: list[dict]) -> bool:
+    """Whether the records carry a ``label`` (their recipe read one)."""
+    return any(record.get("label") is not None for record in records)
+
+
+def behavior_by_id(records: list[dict]) -> dict[str, float]:
+    """1.0 / 0.0 per ``ok`` record labeled answer or decline: whether its
+    response does what the label asks (:func:`behavior_agrees`)."""
+    out = {}
+    for position, record in enumerate(records):
+        if record.get("status", "ok") != "ok":
+            continue
+        agrees = behavior_agrees(record.get("label"), record.get("response"))
+        if agrees is not None:
+            key = str(record["id"]) if record.get("id") is not None else f"#{position}"
+            out[key] = 1.0 if agrees else 0.0
     return out
+
+
+def summarize_behavior(records: list[dict], seed: int = SEED) -> MetricSummary:
+    """``behavior`` over ``records``: the agreement rate with its bootstrap
+    interval (``n``: the ok records labeled answer or decline); ``skipped``
+    counts the labeled records that failed or were filtered."""
+    values = behavior_by_id(records)
+    skipped = sum(1 for r in records if r.get("status", "ok") != "ok"
+                  and str(r.get("label") or "").lower() in ("answer", "decline"))
+    return MetricSummary(BEHAVIOR, bootstrap_mean(list(values.values()), seed=seed), 0, skipped, BEHAVIOR_NOTE)
+
+
+def compare_behavior(first: list[dict], second: list[dict], seed: int = SEED) -> MetricComparison:
+    """``behavior`` of two record sets and the difference (second - first),
+    paired over the ids both have when there are at least two."""
+    return _comparison(BEHAVIOR, summarize_behavior(first, seed), summarize_behavior(second, seed),
+                       behavior_by_id(first), behavior_by_id(second), seed)
 
 
 @dataclass
@@ -227,11 +280,16 @@ class EvalResult:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     scale: tuple[int, int] = (1, 5)  # the widest pointwise scale, for charts
+    # per file: `behavior` (label agreement by string match), None when its records carry no label
+    behavior: list[MetricSummary | None] = field(default_factory=list)
+    behavior_comparison: MetricComparison | None = None  # two files, both labeled
 
     def to_dict(self) -> dict:
         return {"files": self.files, "scored": self.scored_paths,
                 "summaries": [[s.to_dict() for s in file] for file in self.summaries],
                 "comparisons": [c.to_dict() for c in self.comparisons],
+                "behavior": [b.to_dict() if b is not None else None for b in self.behavior],
+                "behavior_comparison": self.behavior_comparison.to_dict() if self.behavior_comparison else None,
                 "pairwise": [p.to_dict() for p in self.pairwise], "judges": self.judges,
                 "models": self.usage.to_dict(), "warnings": self.warnings}
 
@@ -241,12 +299,18 @@ class EvalResult:
 
         ci = f"{int(CONFIDENCE * 100)}% CI"
         tables = []
-        if not self.comparisons:
-            for path, summary in zip(self.files, self.summaries):
+        if not self.comparisons and not self.behavior_comparison:
+            for index, (path, summary) in enumerate(zip(self.files, self.summaries)):
                 rows = [[s.metric, str(s.n), _fmt(s.interval.mean), _fmt_ci(s.interval), str(s.unscored),
                          str(s.skipped)] for s in summary]
+                behavior = self.behavior[index] if index < len(self.behavior) else None
+                notes = []
+                if behavior is not None:
+                    b = behavior.interval
+                    rows.append([BEHAVIOR_LABEL, str(b.n), _fmt(b.mean), _fmt_ci(b), "-", str(behavior.skipped)])
+                    notes.append(BEHAVIOR_NOTE)
                 tables.append(Table(f"Judge scores: {Path(path).name}",
-                                    ["metric", "n", "mean", ci, "unscored", "skipped"], rows))
+                                    ["metric", "n", "mean", ci, "unscored", "skipped"], rows, notes=notes))
         else:
             n1, n2 = Path(self.files[0]).name, Path(self.files[1]).name
             rows = []
@@ -256,11 +320,18 @@ class EvalResult:
                              f"{_fmt(c.second.interval.mean)} {_fmt_ci(c.second.interval)}".strip(),
                              _fmt(c.difference.mean, signed=True), _fmt_ci(c.difference, signed=True), kind,
                              f"{c.first.unscored} / {c.second.unscored}"])
+            notes = [f"n scored: {n1} " + ", ".join(str(c.first.n) for c in self.comparisons)
+                     + f"; {n2} " + ", ".join(str(c.second.n) for c in self.comparisons)]
+            b = self.behavior_comparison
+            if b is not None:
+                kind = f"paired, n={b.difference.n}" if b.paired else "unpaired"
+                rows.append([BEHAVIOR_LABEL, f"{_fmt(b.first.interval.mean)} {_fmt_ci(b.first.interval)}".strip(),
+                             f"{_fmt(b.second.interval.mean)} {_fmt_ci(b.second.interval)}".strip(),
+                             _fmt(b.difference.mean, signed=True), _fmt_ci(b.difference, signed=True), kind, "-"])
+                notes += [f"{BEHAVIOR} n (labeled ok records): {n1} {b.first.n}; {n2} {b.second.n}", BEHAVIOR_NOTE]
             tables.append(Table(f"Judge scores: {n1} vs {n2}",
                                 ["metric", f"{n1} mean [{ci}]", f"{n2} mean [{ci}]", "diff (2nd - 1st)",
-                                 f"diff {ci}", "bootstrap", "unscored"], rows,
-                                notes=[f"n scored: {n1} " + ", ".join(str(c.first.n) for c in self.comparisons)
-                                       + f"; {n2} " + ", ".join(str(c.second.n) for c in self.comparisons)]))
+                                 f"diff {ci}", "bootstrap", "unscored"], rows, notes=notes))
         for p in self.pairwise:
             o = p.outcomes
             n1, n2 = Path(self.files[0]).name, Path(self.files[1]).name
@@ -386,8 +457,11 @@ def evaluate(paths: Sequence[str | Path], judges: str | Path = "judges", judge_m
         write_records(out, scored)
         result.scored_paths.append(str(out))
         result.summaries.append(summarize(scored, metrics, descriptions, seed))
+    result.behavior = [summarize_behavior(records, seed) if has_labels(records) else None for records in record_sets]
     if len(paths) == 2:
         result.comparisons = compare(scored_sets[0], scored_sets[1], metrics, descriptions, seed)
+        if all(b is not None for b in result.behavior):
+            result.behavior_comparison = compare_behavior(record_sets[0], record_sets[1], seed)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -421,6 +495,7 @@ def _check_policy(records: list[dict], panel: JudgePanel, path, warnings: list[s
 
 
 __all__ = [
-    "EvalResult", "Interval", "MetricComparison", "MetricSummary", "PairwiseSummary", "bootstrap_difference",
-    "bootstrap_mean", "compare", "evaluate", "scored_path", "summarize", "summarize_pairs",
+    "BEHAVIOR", "BEHAVIOR_LABEL", "BEHAVIOR_NOTE", "EvalResult", "Interval", "MetricComparison", "MetricSummary",
+    "PairwiseSummary", "behavior_by_id", "bootstrap_difference", "bootstrap_mean", "compare", "compare_behavior",
+    "evaluate", "has_labels", "scored_path", "summarize", "summarize_behavior", "summarize_pairs",
 ]

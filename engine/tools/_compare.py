@@ -12,7 +12,9 @@ does) to report, per stage, how many results the variant took from the cache
 The outputs are then judged (:func:`engine.evaluation.evaluate`, cached
 calls) and every variant is compared with the first: the mean of each
 metric with its bootstrap interval and the difference with a paired interval
-over the prompts both variants scored.
+over the prompts both variants scored. When the input has labels (the
+recipes' ``input.label``), ``behavior`` (agreement with the labels, by string
+match) is compared the same way, in the same table.
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ from typing import Sequence
 from aidsafe._util.errors import UserError
 from aidsafe._util.paths import default_cache_dir
 from aidsafe.config import Recipe, load_recipe
-from aidsafe.evaluation._eval import CONFIDENCE, EvalResult, MetricComparison, evaluate
+from aidsafe.evaluation._eval import (
+    BEHAVIOR,
+    BEHAVIOR_LABEL,
+    BEHAVIOR_NOTE,
+    CONFIDENCE,
+    EvalResult,
+    MetricComparison,
+    evaluate,
+)
 from aidsafe.models._inspect import inspection_models
 from aidsafe.pipeline._compile import Program, compile_recipe
 from aidsafe.runtime._records import read_inputs
@@ -125,6 +135,7 @@ class CompareResult:
         return {"variants": [v.to_dict() for v in self.variants],
                 "comparisons": [{"first": self.variants[0].label, "second": v.label,
                                  "metrics": [c.to_dict() for c in e.comparisons],
+                                 "behavior": e.behavior_comparison.to_dict() if e.behavior_comparison else None,
                                  "pairwise": [p.to_dict() for p in e.pairwise]}
                                 for v, e in zip(self.variants[1:], self.evaluations)],
                 "seconds": round(self.seconds, 1), "warnings": self.warnings}
@@ -200,6 +211,15 @@ class CompareResult:
                  "both scored (unpaired when fewer than two)",
                  "records scored per metric: " + "; ".join(scored),
                  "unscored verdicts per metric: " + "; ".join(unscored)]
+        behavior = [e.behavior_comparison for e in self.evaluations]
+        if all(b is not None for b in behavior):
+            row = [BEHAVIOR_LABEL, _mean_ci(behavior[0].first.interval)]
+            counts = [f"{first} {behavior[0].first.n}"]
+            for v, b in zip(self.variants[1:], behavior):
+                row += [_mean_ci(b.second.interval), _diff_ci(b.difference, b.paired)]
+                counts.append(f"{v.label} {b.second.n}")
+            rows.append(row)
+            notes += [f"{BEHAVIOR} n (labeled ok records): " + "; ".join(counts), BEHAVIOR_NOTE]
         return Table("Judge scores, side by side", columns, rows, notes)
 
     def lines(self) -> list[str]:

@@ -1,12 +1,16 @@
 """``aidsafe optimize``: tune a recipe's agents with a DSPy optimizer, using
-LLM judges as the metric, and save the result as data.
+LLM judges or the inputs' labels as the metric, and save the result as data.
 
 The compiled recipe (:class:`engine.compile.Program`) is a ``dspy.Module``
 whose predictors are the agents' ``dspy.Predict`` objects, so DSPy's own
-optimizers (``BootstrapFewShot``, ``MIPROv2``, ``GEPA``) can tune it. What
-they change, each agent's instructions and demos, is written to
-``<out>/prompts.json`` (:func:`engine.prompts.dump_prompts`) with a
-``meta.json`` beside it; a recipe uses it with ``prompts: <out>``.
+optimizers (``BootstrapFewShot``, ``MIPROv2``, ``GEPA``, ``KNNFewShot``)
+can tune it. What they change, each agent's instructions and demos, is
+written to ``<out>/prompts.json`` (:func:`engine.prompts.dump_prompts`) with
+a ``meta.json`` beside it; a recipe uses it with ``prompts: <out>``.
+``KNNFewShot`` picks demos per query (the training prompts nearest to it),
+which a static file cannot hold: it writes each agent's pool of accepted
+demos to ``<out>/precedents/<agent>.jsonl`` for an agent's
+``demos: {select: nearest, pool: ...}``.
 
 The metric is one pointwise judge of a judges file, or a weighted sum of
 several (``judges.yaml:faithfulness_policy_cot=0.7,relevance=0.3``): each
@@ -14,10 +18,21 @@ score is mapped from its scale to 0..1 and the weighted mean is the metric.
 A verdict that is unscored (unparseable answer, failed call) or skipped (the
 record was filtered) counts 0 and is counted, never guessed.
 
+``--metric behavior`` needs no judge model: 1 when the response does what
+the input's label asks (``answer``: full compliance, ``decline``: a full
+refusal, by the string-match classifier
+:func:`aidsafe.evaluation._refusal.behavior_agrees`), else 0. The labels are
+read through the recipe's ``input.label``; rows labeled ``unknown`` are left
+out of the training set. Deterministic and offline.
+
 The prompts are split deterministically (by ``seed``) into a training part
 and a validation part. The optimizer sees only the training part; the
 validation part measures the metric before and after, so the reported gain
 is on prompts the optimizer never saw.
+
+Every example carries the record fields the recipe's ``input:`` gives (its
+columns and label), and the program runs with them, as ``aidsafe run``
+would.
 
 Caching: judge calls, agent calls and proposal/reflection calls go through
 the content-addressed call cache, so a rerun replays them. The stage cache is
@@ -38,7 +53,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import dspy
 
@@ -51,17 +66,21 @@ from aidsafe._util.redact import redact
 from aidsafe._util.registry import suggest
 from aidsafe.config import ModelSpec, Recipe, load_recipe
 from aidsafe.config._prompts import PROMPTS_FILE, dump_prompts
+from aidsafe.config._specs import InputSpec
 from aidsafe.evaluation._eval import Interval, bootstrap_difference, bootstrap_mean
 from aidsafe.evaluation._judges import JudgePanel, Verdict, load_judges
+from aidsafe.evaluation._refusal import behavior_agrees, classify_refusal
 from aidsafe.evaluation._tasks import run_tasks
 from aidsafe.models._engine import build_models
 from aidsafe.pipeline._compile import Program, compile_recipe
 from aidsafe.runtime._records import read_inputs
 from aidsafe.store._cache import Cache
 
-OPTIMIZERS = ("bootstrap", "mipro", "gepa")
+OPTIMIZERS = ("bootstrap", "mipro", "gepa", "knn")
 META_FILE = "meta.json"
+PRECEDENTS_DIR = "precedents"
 DEFAULT_METRIC = "judges:faithfulness_policy_cot"
+BEHAVIOR = "behavior"  # --metric behavior: agreement with the inputs' labels, no judge
 # Demos leave out the policy text: every call already carries the same text
 # as its own input, and a copy per demo would fill a small model's context.
 DEMO_DROP_FIELDS = ("policies",)
@@ -72,21 +91,32 @@ DEMO_DROP_FIELDS = ("policies",)
 @dataclass(frozen=True)
 class MetricSpec:
     """A judges file and the pointwise judges that make the metric, with
-    weights (normalised by their sum, so the metric stays in 0..1)."""
+    weights (normalised by their sum, so the metric stays in 0..1); or,
+    with ``judges`` None, the label metric ``behavior``."""
 
-    judges: str
+    judges: str | None
     weights: dict[str, float]
 
+    @property
+    def uses_labels(self) -> bool:
+        """Whether this is ``behavior``: the labels, no judge."""
+        return self.judges is None
+
     def describe(self) -> str:
+        if self.uses_labels:
+            return BEHAVIOR
         return f"{self.judges}:" + ",".join(f"{name}={weight:g}" for name, weight in self.weights.items())
 
 
 def parse_metric(text: str) -> MetricSpec:
-    """``FILE:JUDGE[=W][,JUDGE=W...]``, or ``JUDGE[=W],...`` for the shipped
+    """``behavior`` (agreement with the inputs' labels, no judge), or
+    ``FILE:JUDGE[=W][,JUDGE=W...]``, or ``JUDGE[=W],...`` for the shipped
     judges file. ``recipes/judges.yaml:faithfulness_policy_cot`` is one judge;
     ``judges.yaml:faithfulness_policy_cot=0.7,relevance=0.3`` a weighted sum.
     Judges without a weight get 1."""
     text = (text or "").strip()
+    if text == BEHAVIOR:
+        return MetricSpec(None, {BEHAVIOR: 1.0})
     example = "e.g. --metric recipes/judges.yaml:faithfulness_policy_cot=0.7,relevance=0.3"
     if ":" in text:
         judges, terms = text.rsplit(":", 1)
@@ -122,6 +152,19 @@ class MetricScore:
     scores: dict[str, int | None]
     statuses: dict[str, str]
     feedback: str
+
+
+def _field(example, name: str):
+    return example.get(name) if hasattr(example, "get") else example[name]
+
+
+def _metric_call(self, example, prediction, trace=None, pred_name=None, pred_trace=None):
+    """A metric as DSPy calls it: the value (0..1), or for GEPA's
+    per-predictor calls (``pred_name`` given) the value with feedback."""
+    result = self.measure(example, prediction)
+    if pred_name is not None:
+        return dspy.Prediction(score=result.value, feedback=result.feedback)
+    return result.value
 
 
 class JudgeMetric:
@@ -176,12 +219,11 @@ class JudgeMetric:
                     self.unscored[name] += 1
         return MetricScore(total / self.total_weight, scores, statuses, "\n".join(notes))
 
-    def __call__(self, example, prediction, trace=None, pred_name=None, pred_trace=None):
-        query = example.get("query") if hasattr(example, "get") else example["query"]
-        result = self.score(query, prediction)
-        if pred_name is not None:
-            return dspy.Prediction(score=result.value, feedback=result.feedback)
-        return result.value
+    def measure(self, example, prediction) -> MetricScore:
+        """:meth:`score` for a training example (reads its ``query``)."""
+        return self.score(_field(example, "query"), prediction)
+
+    __call__ = _metric_call
 
 
 def _feedback(name: str, verdict: Verdict, high: int, filtered: str | None) -> str:
@@ -192,12 +234,55 @@ def _feedback(name: str, verdict: Verdict, high: int, filtered: str | None) -> s
     return f"{name}: the judge gave no usable score ({verdict.note}); counts 0"
 
 
+class BehaviorMetric:
+    """``--metric behavior``: 1.0 when the prediction's response does what
+    the example's ``label`` asks (``answer``: full compliance; ``decline``:
+    a full refusal), else 0.0, by :func:`behavior_agrees` (string match;
+    no judge model). Call it like :class:`JudgeMetric`; it counts calls and
+    filtered records (which count 0) the same way."""
+
+    def __init__(self):
+        self.spec = MetricSpec(None, {BEHAVIOR: 1.0})
+        self.calls = 0
+        self.unscored: dict[str, int] = {BEHAVIOR: 0}
+        self.skipped = 0
+        self._lock = threading.Lock()
+
+    def score(self, label: str | None, prediction: Any) -> MetricScore:
+        """Check one prediction (``response``, ``filtered``) against ``label``."""
+        filtered = prediction.get("filtered")
+        agrees = None if filtered else behavior_agrees(label, prediction.get("response"))
+        if filtered:
+            status, note = "skipped", f"{BEHAVIOR}: not checked ({filtered}); counts 0"
+        elif agrees is None:
+            status, note = "unscored", f"{BEHAVIOR}: the example has no answer/decline label ({label!r}); counts 0"
+        else:
+            status = "scored"
+            found = classify_refusal(prediction.get("response"))
+            wanted = "a direct, complete answer with no refusal" if label == "answer" else \
+                "a clear refusal that does not go on to help"
+            note = (f"{BEHAVIOR}: the label asks to {label}; by string match the response is {found} "
+                    f"({'agrees' if agrees else 'disagrees'}); expected {wanted}")
+        with self._lock:
+            self.calls += 1
+            self.skipped += status == "skipped"
+            self.unscored[BEHAVIOR] += status == "unscored"
+        value = 1.0 if agrees else 0.0
+        return MetricScore(value, {BEHAVIOR: int(value) if status == "scored" else None}, {BEHAVIOR: status}, note)
+
+    def measure(self, example, prediction) -> MetricScore:
+        """:meth:`score` for a training example (reads its ``label``)."""
+        return self.score(_field(example, "label"), prediction)
+
+    __call__ = _metric_call
+
+
 # -------------------------------------------------------------------- data
 
 @dataclass
 class Split:
-    """Training and validation prompts (``dspy.Example(query=...)``) with
-    their input ids."""
+    """Training and validation prompts (``dspy.Example(query=..., **fields)``,
+    the fields as inputs) with their input ids."""
 
     train: list[dspy.Example]
     val: list[dspy.Example]
@@ -205,23 +290,53 @@ class Split:
     val_ids: list[str]
 
 
+class TrainRow(NamedTuple):
+    """One usable row of a training file: its id, its prompt, and the record
+    fields the recipe's ``input:`` reads from it (columns, label)."""
+
+    id: str
+    prompt: str
+    fields: dict = {}
+
+
 def load_trainset(path: str | Path, field_name: str = "prompt", id_field: str | None = "id",
-                  limit: int | None = None) -> list[tuple[str, str]]:
-    """``(id, prompt)`` pairs from a JSONL or CSV file. A bad row is an error
-    (naming the file and row): a training set is small and hand-made."""
+                  limit: int | None = None, spec: InputSpec | None = None) -> list[TrainRow]:
+    """The usable rows of a JSONL or CSV file, with the fields ``spec`` (the
+    recipe's ``input:``) reads. A bad row is an error (naming the file and
+    row): a training set is small and hand-made."""
     rows, problems = [], []
-    for item in read_inputs(path, field_name, id_field, None, limit):
+    for item in read_inputs(path, field_name, id_field, None, limit, spec=spec):
         if item.error:
             problems.append(item.error)
         else:
-            rows.append((item.id, item.prompt))
+            rows.append(TrainRow(item.id, item.prompt, dict(item.fields)))
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise UserError(f"{path}: {'; '.join(problems[:3])}{more}; fix or remove these rows")
     return rows
 
 
-def split_trainset(rows: Sequence[tuple[str, str]], val_fraction: float = 0.3, seed: int = 0) -> Split:
+def labeled_rows(rows: Sequence[TrainRow], path: str | Path, recipe: Recipe) -> tuple[list[TrainRow], list[str]]:
+    """The rows whose label is ``answer`` or ``decline`` (what ``--metric
+    behavior`` checks against), and the ids of the rows left out (label
+    ``unknown``). No labeled row at all is a :class:`UserError`."""
+    if recipe.input.label is None:
+        raise UserError(f"--metric behavior checks responses against the inputs' labels, but recipe "
+                        f"{recipe.name} ({recipe.path.name}) reads no label from {path}: set `input.label` in "
+                        "the recipe, e.g. `input: {label: label}` (a column of answer/decline, or safe/unsafe), "
+                        "or use a judge metric")
+    keep = [row for row in rows if row.fields.get("label") in ("answer", "decline")]
+    if not keep:
+        column = recipe.input.label.column
+        where = f"column {column!r}" if column else "the label default"
+        raise UserError(f"{path}: no labeled row: every row's label ({where}) is unknown or missing, and "
+                        "--metric behavior needs answer/decline labels; use a labeled file, or set "
+                        "`input.label` in the recipe to the column holding them, e.g. `input: {label: label}`")
+    left_out = [row.id for row in rows if row.fields.get("label") not in ("answer", "decline")]
+    return keep, left_out
+
+
+def split_trainset(rows: Sequence[TrainRow | tuple[str, str]], val_fraction: float = 0.3, seed: int = 0) -> Split:
     """Shuffle ``rows`` with ``seed`` and hold out ``val_fraction`` of them
     (at least one, and at least one left to train on); both parts keep the
     input order. The same rows and seed always give the same split."""
@@ -235,11 +350,12 @@ def split_trainset(rows: Sequence[tuple[str, str]], val_fraction: float = 0.3, s
     n_val = min(len(rows) - 1, max(1, round(len(rows) * val_fraction)))
     val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])
 
-    def examples(idx):
-        return [dspy.Example(query=rows[i][1]).with_inputs("query") for i in idx]
+    def example(row):
+        fields = row[2] if len(row) > 2 else {}
+        return dspy.Example(query=row[1], **fields).with_inputs("query", *fields)
 
-    return Split(examples(train_idx), examples(val_idx), [rows[i][0] for i in train_idx],
-                 [rows[i][0] for i in val_idx])
+    return Split([example(rows[i]) for i in train_idx], [example(rows[i]) for i in val_idx],
+                 [rows[i][0] for i in train_idx], [rows[i][0] for i in val_idx])
 
 
 # -------------------------------------------------------- the tuned program
@@ -270,8 +386,8 @@ class TunableProgram(dspy.Module):
         for agent in agent_modules(program):
             agent._compiled = roles is not None and agent.spec.name not in roles
 
-    def forward(self, query: str) -> dspy.Prediction:
-        return self.program(query=query)
+    def forward(self, query: str, **fields: Any) -> dspy.Prediction:
+        return self.program(query=query, **fields)
 
     def _shared(self) -> list:
         p = self.program
@@ -338,18 +454,19 @@ class SplitScore:
                 "unscored": self.unscored, "filtered": self.filtered, "failed": self.failed}
 
 
-def score_program(program: Program, examples: Sequence[dspy.Example], metric: JudgeMetric,
+def score_program(program, examples: Sequence[dspy.Example], metric: JudgeMetric | BehaviorMetric,
                   workers: int = 1) -> SplitScore:
-    """Run the program (no stage cache) on each example and score it."""
+    """Run the program (no stage cache) on each example, with its input
+    fields, and score it."""
 
     def one(example):
         try:
-            prediction = program(query=example.query)
+            prediction = program(**example.inputs())
         except UserError:
             raise  # configuration (a missing key): stop, do not score 0
         except Exception as exc:  # an unparseable answer: the record fails and scores 0
             return None, f"{type(exc).__name__}: {redact(str(exc))[:200]}"
-        return metric.score(example.query, prediction), None
+        return metric.measure(example, prediction), None
 
     results = run_tasks([lambda e=e: one(e) for e in examples], workers)
     values, failed, filtered, unscored = [], 0, 0, 0
@@ -392,6 +509,8 @@ class OptimizeOptions:
     threshold: float = 0.75  # a run becomes a demo only if its metric reaches this
     trials: int | None = None  # mipro: search trials (default 6); gepa: full evaluations' budget (default 3)
     candidates: int = 3  # mipro: instruction and demo-set candidates
+    neighbours: int = 4  # knn: nearest training prompts bootstrapped for each query
+    embedder: str = "lexical"  # knn: `lexical`, a recipe `models:` entry, or a model string
     field: str | None = None
     id_field: str | None = None
     limit: int | None = None
@@ -407,7 +526,11 @@ def _prompt_lm(judge_set, options: OptimizeOptions, cache: Cache):
     model, with room for a few paragraphs and some sampling. The judge model
     used as the prompt model keeps the judges' endpoint and key unless
     ``--prompt-api-base``/``--prompt-api-key-env`` say otherwise."""
-    base = next(iter(judge_set.models.values()))
+    if judge_set is None and not (options.prompt_model or options.judge_model):
+        raise UserError(f"--optimizer {options.optimizer} needs a model that writes instructions, and --metric "
+                        f"{BEHAVIOR} uses no judge model to fall back on; pass --prompt-model MODEL (e.g. "
+                        "--prompt-model local:default), or use --optimizer bootstrap or knn")
+    base = next(iter(judge_set.models.values())) if judge_set is not None else ModelSpec(name="prompt_model", model="")
     if options.prompt_model:
         model, api_base, key_env = options.prompt_model, None, None
     elif options.judge_model:
@@ -437,22 +560,17 @@ def _prompt_model_failed(options: OptimizeOptions, handle) -> UserError:
         "(--prompt-api-key-env VAR)")
 
 
-def _run_optimizer(name: str, student: TunableProgram, split: Split, metric: JudgeMetric, options: OptimizeOptions,
-                   prompt_handle) -> tuple[TunableProgram, dict]:
+def _run_optimizer(name: str, student: TunableProgram, split: Split, metric: JudgeMetric | BehaviorMetric,
+                   options: OptimizeOptions, prompt_handle, embedder=None) -> tuple[TunableProgram, dict]:
     """Compile ``student`` with the named DSPy optimizer; returns the tuned
-    copy and the settings used (for meta.json)."""
+    copy and the settings used (for meta.json). ``embedder``: knn's."""
     n_train = len(split.train)
     if name == "bootstrap":
         from dspy.teleprompt import BootstrapFewShot
 
         settings = {"class": "dspy.BootstrapFewShot", "max_bootstrapped_demos": options.max_demos,
                     "max_labeled_demos": 0, "metric_threshold": options.threshold}
-        # DSPy accepts a run when the metric is truthy (or reaches a truthy
-        # threshold), so threshold 0 would still reject a 0.0 run: no metric
-        # at all is what "accept every run" means there.
-        optimizer = BootstrapFewShot(metric=metric if options.threshold > 0 else None,
-                                     metric_threshold=options.threshold or None,
-                                     max_bootstrapped_demos=options.max_demos, max_labeled_demos=0, max_rounds=1)
+        optimizer = BootstrapFewShot(**_bootstrap_args(metric, options))
         return optimizer.compile(student, trainset=split.train), settings
     if name == "mipro":
         try:
@@ -490,8 +608,56 @@ def _run_optimizer(name: str, student: TunableProgram, split: Split, metric: Jud
                          seed=options.seed, track_stats=False, use_merge=False)
         # Pareto tracking on the training prompts too: the held-out split stays unseen.
         return optimizer.compile(student, trainset=split.train, valset=split.train), settings
+    if name == "knn":
+        from dspy.teleprompt import KNNFewShot
+
+        settings = {"class": "dspy.KNNFewShot", "k": min(options.neighbours, n_train),
+                    "embedder": embedder.identity, "max_bootstrapped_demos": options.max_demos,
+                    "max_labeled_demos": 0, "metric_threshold": options.threshold}
+        optimizer = KNNFewShot(min(options.neighbours, n_train), split.train,
+                               dspy.Embedder(embedder.embed, caching=False), **_bootstrap_args(metric, options))
+        return optimizer.compile(student), settings
     raise UserError(f"unknown optimizer {name!r}{suggest(name, list(OPTIMIZERS))}; "
                     f"choose one of {', '.join(OPTIMIZERS)}")
+
+
+def _bootstrap_args(metric, options: OptimizeOptions) -> dict:
+    """BootstrapFewShot's arguments (bootstrap, and knn per query)."""
+    # DSPy accepts a run when the metric is truthy (or reaches a truthy
+    # threshold), so threshold 0 would still reject a 0.0 run: no metric
+    # at all is what "accept every run" means there.
+    return {"metric": metric if options.threshold > 0 else None, "metric_threshold": options.threshold or None,
+            "max_bootstrapped_demos": options.max_demos, "max_labeled_demos": 0, "max_rounds": 1}
+
+
+def knn_embedder(name: str, recipe: Recipe, cache: Cache | None = None):
+    """The embedder ``--embedder`` names for KNNFewShot: ``lexical`` (no
+    model, deterministic), an entry of the recipe's ``models:``, or a model
+    string; its vectors cached in ``cache`` when given and on."""
+    from aidsafe.models._embed import build_embedder
+
+    spec = recipe.models[name] if name in recipe.models else name
+    return build_embedder(spec, cache if cache is not None and cache.enabled else None)
+
+
+def knn_pools(student: TunableProgram, split: Split, metric, options: OptimizeOptions,
+              roles: Sequence[str]) -> dict[str, list[dict]]:
+    """Per tuned agent, the demos KNNFewShot chooses from: BootstrapFewShot
+    over the whole training split, one demo per accepted run (the same
+    runs, from the cache, as KNNFewShot's per-query bootstraps)."""
+    from dspy.teleprompt import BootstrapFewShot
+
+    args = {**_bootstrap_args(metric, options), "max_bootstrapped_demos": len(split.train)}
+    tuned = BootstrapFewShot(**args).compile(student, trainset=split.train)
+    pools: dict[str, list[dict]] = {}
+    for agent in agent_modules(tuned.program):
+        name = agent.spec.name
+        if name not in roles or name in pools:
+            continue
+        pools[name] = [{k: _jsonable(v) for k, v in dict(d).items() if k not in DEMO_DROP_FIELDS and k != "augmented"}
+                       for d in agent.predict.demos]
+    tuned.unfreeze()
+    return pools
 
 
 # ---------------------------------------------------------------- result
@@ -526,10 +692,12 @@ class OptimizeResult:
             return "n/a" if value is None else f"{value:.{digits}f}"
 
         b, a, d = self.before.metric, self.after.metric, self.difference
-        rows = [[f"metric ({self.metric.describe()}), 0..1", f"{cell(b.mean, 3)} [{cell(b.low, 3)}, {cell(b.high, 3)}]",
+        described = (f"{BEHAVIOR}: agreement with the labels, by string match" if self.metric.uses_labels
+                     else self.metric.describe())
+        rows = [[f"metric ({described}), 0..1", f"{cell(b.mean, 3)} [{cell(b.low, 3)}, {cell(b.high, 3)}]",
                  f"{cell(a.mean, 3)} [{cell(a.low, 3)}, {cell(a.high, 3)}]",
                  f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]" if d.mean is not None else "n/a"]]
-        for name in self.metric.weights:
+        for name in self.metric.weights if not self.metric.uses_labels else ():
             before, after = self.before.judges.get(name), self.after.judges.get(name)
             diff = f"{after - before:+.2f}" if before is not None and after is not None else "n/a"
             rows.append([f"{name} (mean score when scored)", cell(before), cell(after), diff])
@@ -544,7 +712,8 @@ class OptimizeResult:
             what = []
             if change["instructions_changed"]:
                 what.append("new instructions")
-            what.append(f"{change['demos']} demo(s)")
+            what.append(f"{change['demos']} demo(s)" if "precedents" not in change else
+                        f"{change['precedents']} precedent(s), the nearest chosen per query")
             changes.append([role, ", ".join(what)])
         tables = [Table(f"{self.optimizer}: {self.recipe}, validation split before -> after",
                         ["", "before", "after", "after - before"], rows, notes)]
@@ -558,6 +727,11 @@ class OptimizeResult:
                        f"{self.seconds:.1f}s")
         if self.use_hint:
             out.append(self.use_hint)
+        pools = self.meta.get("settings", {}).get("precedents") or {}
+        if pools:
+            k = self.meta["settings"]["k"]
+            out.append(f"knn precedent pools written to {self.out_dir / PRECEDENTS_DIR}; per-query demos as "
+                       f"measured: give an agent `demos: {{select: nearest, k: {k}, pool: <its pool>}}`")
         out += [f"warning: {w}" for w in self.warnings]
         return out
 
@@ -614,8 +788,9 @@ def optimize(recipe: str | Path | Recipe, trainset: str | Path, out_dir: str | P
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     metric_spec = parse_metric(options.metric)
-    judge_set = load_judges(metric_spec.judges)
-    for name in metric_spec.weights:
+    # The label metric loads no judges file and builds no judge model.
+    judge_set = None if metric_spec.uses_labels else load_judges(metric_spec.judges)
+    for name in metric_spec.weights if judge_set is not None else ():
         judge_set.get(name)  # an unknown judge fails before anything runs
     used = list(dict.fromkeys(name for spec in recipe.stages for name in spec.agent_names()))
     roles = list(dict.fromkeys(options.roles)) if options.roles else used
@@ -624,27 +799,47 @@ def optimize(recipe: str | Path | Recipe, trainset: str | Path, out_dir: str | P
             raise UserError(f"--roles: {role!r} is not an agent of recipe {recipe.name}'s stages"
                             f"{suggest(role, used)}; agents: {', '.join(used)}")
     rows = load_trainset(trainset, options.field or recipe.input_field, options.id_field or recipe.id_field,
-                         options.limit)
+                         options.limit, spec=recipe.input)
+    warnings: list[str] = []
+    unlabeled: list[str] = []
+    if metric_spec.uses_labels:
+        rows, unlabeled = labeled_rows(rows, trainset, recipe)
+        if unlabeled:
+            warnings.append(f"{len(unlabeled)} row(s) of {trainset} with label unknown were left out of the "
+                            f"training set (--metric {BEHAVIOR} has nothing to check them against)")
     split = split_trainset(rows, options.val_fraction, options.seed)
 
     cache = Cache(options.cache_dir or default_cache_dir(), enabled=options.use_cache)
-    warnings: list[str] = []
     try:
         models = build_models(recipe.models, cache, options.model_overrides)
         # No stage cache: the optimizer changes what stages would compute.
         program = compile_recipe(recipe, models, cache=None)
         start_prompts = dump_prompts(program)
-        panel = JudgePanel.build(judge_set, cache, judge_model=options.judge_model, api_base=options.judge_api_base,
-                                 api_key_env=options.judge_api_key_env)
-        metric = JudgeMetric(panel, metric_spec)
-        prompt_handle = _prompt_lm(judge_set, options, cache) if options.optimizer != "bootstrap" else None
+        panel = None
+        if metric_spec.uses_labels:
+            metric: JudgeMetric | BehaviorMetric = BehaviorMetric()
+        else:
+            panel = JudgePanel.build(judge_set, cache, judge_model=options.judge_model,
+                                     api_base=options.judge_api_base, api_key_env=options.judge_api_key_env)
+            metric = JudgeMetric(panel, metric_spec)
+        needs_prompt_model = options.optimizer in ("mipro", "gepa")
+        prompt_handle = _prompt_lm(judge_set, options, cache) if needs_prompt_model else None
+        embedder = knn_embedder(options.embedder, recipe, cache) if options.optimizer == "knn" else None
 
         before = score_program(program, split.val, metric, options.workers)
         student = TunableProgram(program, roles)
         # DSPy's optimizers print progress to stdout; stdout is for results.
         try:
             with contextlib.redirect_stdout(sys.stderr):
-                tuned, settings = _run_optimizer(options.optimizer, student, split, metric, options, prompt_handle)
+                tuned, settings = _run_optimizer(options.optimizer, student, split, metric, options, prompt_handle,
+                                                 embedder)
+                pools = None
+                if options.optimizer == "knn":
+                    # Demos are chosen per query: measure the tuned module as
+                    # it is (each validation prompt gets its neighbours), then
+                    # keep what it chooses from.
+                    after = score_program(tuned, split.val, metric, options.workers)
+                    pools = knn_pools(student, split, metric, options, roles)
         except UserError:
             raise
         except Exception:
@@ -660,17 +855,25 @@ def optimize(recipe: str | Path | Recipe, trainset: str | Path, out_dir: str | P
         optimized = tuned.unfreeze()
         clean_demos(optimized)
         optimized.reset_keys()
-        after = score_program(optimized, split.val, metric, options.workers)
+        if pools is None:
+            after = score_program(optimized, split.val, metric, options.workers)
 
         # Save the tuned roles, plus any role the recipe's own prompts file
         # already changed, so pointing the recipe here loses nothing.
         previous = [a for a in _prompts_file_agents(recipe) if a not in roles]
         saved = _saved_prompts(optimized, roles + previous, warnings)
+        if pools is not None:
+            # knn's demos are per query: the file keeps the instructions and
+            # leaves each agent's own demos alone; the pools hold the rest.
+            for role in roles:
+                saved["agents"].get(role, {}).pop("demos", None)
         changes = {}
         for role in roles:
             entry = saved["agents"].get(role, {})
             changes[role] = {"instructions_changed": entry.get("instructions") != start_prompts["agents"][role]["instructions"],
                              "demos": len(entry.get("demos", []))}
+            if pools is not None:
+                changes[role]["precedents"] = len(pools.get(role, []))
         if options.optimizer == "gepa" and not any(c["instructions_changed"] for c in changes.values()):
             warnings.append("gepa kept every agent's instructions: no proposal scored higher on the training "
                             "prompts (more --trials, or a stronger --prompt-model, may find one)")
@@ -684,14 +887,25 @@ def optimize(recipe: str | Path | Recipe, trainset: str | Path, out_dir: str | P
                             + ", ".join(f"{n}: {c}" for n, c in metric.unscored.items() if c) + ")")
         if metric.skipped:
             warnings.append(f"{metric.skipped} of {metric.calls} judged runs were filtered by a stage and counted 0")
+        if pools is not None:
+            settings["precedents"] = _write_pools(out_dir, pools, warnings)
         seconds = time.perf_counter() - started
+        if panel is None:
+            metric_meta = {"spec": BEHAVIOR, "labels": f"input.label of {recipe.path.name}",
+                           "classifier": "string match (aidsafe.evaluation.classify_refusal)",
+                           "normalisation": "1 when the response does what the label asks (answer: full compliance; "
+                                            "decline: full refusal), else 0; filtered = 0",
+                           "left_out_unknown": unlabeled, "verdicts": verdicts}
+        else:
+            metric_meta = {"spec": metric_spec.describe(), "judges_file": str(judge_set.path),
+                           "judges_hash": judge_set.hash, "weights": metric_spec.weights,
+                           "judge_models": panel.identity()["models"],
+                           "normalisation": "each score mapped from its scale to 0..1; weighted mean; unscored = 0",
+                           "verdicts": verdicts}
         meta = {
             "optimizer": options.optimizer,
             "settings": settings,
-            "metric": {"spec": metric_spec.describe(), "judges_file": str(judge_set.path), "judges_hash": judge_set.hash,
-                       "weights": metric_spec.weights, "judge_models": panel.identity()["models"],
-                       "normalisation": "each score mapped from its scale to 0..1; weighted mean; unscored = 0",
-                       "verdicts": verdicts},
+            "metric": metric_meta,
             "recipe": {"name": recipe.name, "path": str(recipe.path), "hash": recipe.hash,
                        "models": {n: h.identity for n, h in sorted(models.items())},
                        "started_from_prompts": recipe.prompts},
@@ -717,6 +931,26 @@ def optimize(recipe: str | Path | Recipe, trainset: str | Path, out_dir: str | P
                           calls=calls, warnings=warnings, use_hint=_use_hint(recipe, out_dir))
 
 
+def _write_pools(out_dir: Path, pools: dict[str, list[dict]], warnings: list[str]) -> dict[str, str]:
+    """Write each agent's knn pool as ``OUT/precedents/AGENT.jsonl`` (rows
+    with the query, as :class:`aidsafe.pipeline.NearestPool` reads them);
+    returns agent -> path of the pools written."""
+    written = {}
+    for agent, rows in pools.items():
+        usable = [row for row in rows if isinstance(row.get("query"), str) and row["query"].strip()]
+        if len(usable) < len(rows):
+            warnings.append(f"knn: {len(rows) - len(usable)} demo(s) of agent {agent!r} have no query and are left "
+                            "out of its precedent pool")
+        if not usable:
+            continue
+        path = out_dir / PRECEDENTS_DIR / f"{agent}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as handle:
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in usable)
+        written[agent] = str(path)
+    return written
+
+
 def _prompts_file_agents(recipe: Recipe) -> list[str]:
     """Agents the recipe's own ``prompts:`` file sets (none without one)."""
     if not recipe.prompts:
@@ -727,7 +961,8 @@ def _prompts_file_agents(recipe: Recipe) -> list[str]:
 
 
 __all__ = [
-    "DEFAULT_METRIC", "JudgeMetric", "MetricScore", "MetricSpec", "OPTIMIZERS", "OptimizeOptions", "OptimizeResult",
-    "Split", "SplitScore", "TunableProgram", "clean_demos", "load_trainset", "optimize", "parse_metric",
-    "score_program", "split_trainset",
+    "BEHAVIOR", "BehaviorMetric", "DEFAULT_METRIC", "JudgeMetric", "MetricScore", "MetricSpec", "OPTIMIZERS",
+    "OptimizeOptions", "OptimizeResult", "Split", "SplitScore", "TrainRow", "TunableProgram", "clean_demos",
+    "knn_embedder", "knn_pools", "labeled_rows", "load_trainset", "optimize", "parse_metric", "score_program",
+    "split_trainset",
 ]

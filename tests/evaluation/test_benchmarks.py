@@ -145,9 +145,10 @@ def test_scoring_on_hand_made_items():
         _item("refuse", "full_compliance", strongreject={"status": "scored", "score": 0.75}),
         _item("refuse", None, "unscored", strongreject={"status": "unscored", "score": None}),
     ], judged=True)
-    rate, score = sr.metrics
+    rate, score, behavior = sr.metrics
     assert (rate.interval.mean, rate.interval.n, rate.unscored) == (0.5, 2, 1)
     assert (score.interval.mean, score.unscored, score.better) == (0.375, 1, "lower")
+    assert behavior.name == "behavior" and behavior.interval.n == 0  # hand-made items carry no agreement
 
     mmlu = bm.score_set("mmlu", [{"error": None, "parsed": "A", "correct": True},
                                  {"error": None, "parsed": None, "correct": False},
@@ -176,7 +177,14 @@ def test_bench_with_string_match_fallback_is_labelled(fake, tmp_path):
     result = bm.run_benchmark("fake:test", suite="overrefusal", limit=4, output=tmp_path / "items.jsonl")
     assert "string match (fallback" in result.classifier
     assert len(result.items) == 4 and all(i["refusal"]["method"] == "string_match" for i in result.items)
-    assert all(m.note == "string match (fallback)" for m in result.sets[0].metrics)
+    *rates, behavior = result.sets[0].metrics
+    assert all(m.note == "string match (fallback)" for m in rates)
+    assert behavior.name == "behavior" and behavior.note.startswith("by string match")
+    # behavior: an item's expected behaviour as a label, checked by the one string classifier
+    expected = {"answer": "full_compliance", "decline": "full_refusal"}
+    assert {i["label"] for i in result.items} == {"answer", "decline"}
+    assert all(i["behavior"] == (i["string_match"] == expected[i["label"]]) for i in result.items)
+    assert behavior.interval.n == 4 and behavior.interval.mean == sum(i["behavior"] for i in result.items) / 4
     table = result.tables()[0]
     assert "classifier: string match (fallback" in table.notes[0]
     lines = (tmp_path / "items.jsonl").read_text().splitlines()
@@ -237,6 +245,9 @@ def test_bench_command(fake, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Jailbreak templates x StrongREJECT" in result.stdout and "safe-response rate" in result.stdout
     assert "string match (fallback" in result.stdout
+    # jailbreak items expect a refusal; the target answers both wrapped requests
+    behavior = next(line for line in result.stdout.splitlines() if "| behavior " in line)
+    assert re.search(r"\| 0\.0% \[0\.0%, 0\.0%\] +\| 2 +\|", behavior) and "by string match" in behavior
     page = report.read_text()
     assert page.startswith("<!DOCTYPE html>") and "safe-response rate" in page
     assert json.loads((tmp_path / "s.json").read_text())["sets"][0]["items"] == 2
