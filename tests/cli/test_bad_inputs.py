@@ -215,7 +215,7 @@ def test_extends_by_name_resolves_in_the_shipped_recipes(tmp_path, monkeypatch):
     _write(tmp_path, {"mine.yaml": "extends: aidsafe\nstages: {deliberation: {stop: {max_rounds: 1}}}\n"})
     result = CliRunner().invoke(main, ["validate", "mine.yaml"])
     assert result.exit_code == 0, result.output
-    assert "mine.yaml: ok (5 stages" in result.output
+    assert "mine.yaml: ok (6 stages" in result.output
 
 
 def test_a_deeply_nested_jsonl_row_is_a_failed_record(tmp_path):

@@ -10,7 +10,7 @@ from ..conftest import MINI, ROOT
 
 
 @pytest.mark.parametrize("args, code, out", [
-    (["validate", "recipes/aidsafe.yaml", "recipes/baseline.yaml", "recipes/aidsafe-1round.yaml"], 0, "ok (5 stages"),
+    (["validate", "recipes/aidsafe.yaml", "recipes/baseline.yaml", "recipes/aidsafe-1round.yaml"], 0, "ok (6 stages"),
     (["validate", "recipes/judges.yaml", "recipes/aidsafe-dpo.yaml"], 0, "ok (judges file"),
     (["validate", "tests/invalid_recipes/bad_references.yaml"], 1, "unknown agent 'critc'; did you mean 'critic'?"),
     (["validate", "nope.yaml"], 1, "not found"),
