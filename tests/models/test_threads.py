@@ -270,3 +270,8 @@ stages:
     answered = next(i for i, line in enumerate(lines) if "default answered" in line and "tok/s" in line)
     done = next(i for i, line in enumerate(lines) if line.startswith("aidsafe: 1/1 rec (100%)"))
     assert 0 < loading < loaded < answered < done
+    # a warm rerun loads nothing and writes the same bytes, the threads included
+    aidsafe.run(recipe, prompts(["What is 2 + 2?"]), tmp_path / "again.jsonl",
+                aidsafe.RunOptions(cache_dir=tmp_path / "c", progress=True))
+    assert (tmp_path / "again.jsonl").read_bytes() == (tmp_path / "o.jsonl").read_bytes()
+    assert "loading model" not in capsys.readouterr().err
