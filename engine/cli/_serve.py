@@ -14,7 +14,8 @@ from aidsafe.cli._options import cache_options
 @click.option("--model", "model_ref", default="default", show_default=True,
               help="default (the embedded default model), qwen-0.5b, qwen-1.5b, smoke (SmolLM2-135M) or a path to a .gguf file.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads (default: auto, the cores free when the model loads).")
 @click.option("--context", "n_ctx", default=4096, show_default=True, type=click.IntRange(min=256))
 @click.option("--parallel", default=2, show_default=True, type=click.IntRange(min=1), help="Concurrent slots.")
 @click.option("--queue", "max_waiting", default=16, show_default=True, type=click.IntRange(min=0),

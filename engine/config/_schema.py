@@ -41,6 +41,22 @@ def _schema_type_of(branch: dict) -> str | None:
     return {"object": "mapping", "array": "list"}.get(declared, declared) if isinstance(declared, str) else None
 
 
+def _scalar_form(branch: Any) -> str | None:
+    """A one-value form of a ``oneOf`` in words (``"auto"``, ``an integer >=
+    1``), or None for anything richer: ``threads: 0`` then reads
+    ``expected an integer >= 1 or "auto"`` instead of one branch's complaint."""
+    if not isinstance(branch, dict):
+        return None
+    if set(branch) <= {"const", "description"} and "const" in branch:
+        return _short(branch["const"])
+    if branch.get("type") in ("integer", "number") and set(branch) <= {"type", "minimum", "maximum", "description"}:
+        text = "an integer" if branch["type"] == "integer" else "a number"
+        bounds = [f">= {branch['minimum']}"] if "minimum" in branch else []
+        bounds += [f"<= {branch['maximum']}"] if "maximum" in branch else []
+        return " ".join([text, *bounds]) if bounds else text
+    return None
+
+
 def describe_error(error: jsonschema.ValidationError) -> tuple[tuple, str]:
     """Turn one jsonschema error into (path, friendly message)."""
     path = tuple(error.absolute_path)
@@ -74,6 +90,9 @@ def describe_error(error: jsonschema.ValidationError) -> tuple[tuple, str]:
         return path, f"expected a number with {v} {error.validator_value}, found {_short(found)}"
     if v in ("minItems", "minProperties", "minLength"):
         return path, f"must not be empty (at least {error.validator_value}), found {_short(found)}"
+    if v == "oneOf" and all(_scalar_form(b) for b in error.validator_value):
+        forms = " or ".join(_scalar_form(b) for b in error.validator_value)
+        return path, f"expected {forms}, found {_type_name(found)} {_short(found)}"
     if v == "oneOf":
         # Report the branch meant for this kind of value (a mapping for an
         # object form), else the one whose errors go deepest.

@@ -51,7 +51,8 @@ class ModelSpec:
     tpm: int | None = None
     num_retries: int | None = None
     timeout: float | None = None
-    threads: int | None = None
+    threads: int | str | None = None  # a number, or "auto" (None: auto)
+    poll: int | None = None
     context: int | None = None
     repeat_penalty: float | None = None
     prompt_cache_mib: int | None = None
@@ -62,7 +63,7 @@ class ModelSpec:
         return cls(name=name, model=data["model"], api_base=data.get("api_base"), api_key_env=data.get("api_key_env"),
                    params=params, concurrency=data.get("concurrency"), rpm=data.get("rpm"), tpm=data.get("tpm"),
                    num_retries=data.get("num_retries"),
-                   timeout=data.get("timeout"), threads=data.get("threads"), context=data.get("context"),
+                   timeout=data.get("timeout"), threads=data.get("threads"), poll=data.get("poll"), context=data.get("context"),
                    repeat_penalty=data.get("repeat_penalty"), prompt_cache_mib=data.get("prompt_cache_mib"))
 
 

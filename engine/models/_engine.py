@@ -34,6 +34,7 @@ import dspy
 from dspy._vendor.lm15.serde import request_to_dict, response_from_dict, response_to_dict
 from dspy.lm15 import Response, response_to_events
 
+from aidsafe._util import progress
 from aidsafe._util.errors import ModelError
 from aidsafe._util.hashing import sha256_of
 from aidsafe._util.redact import register_secret_env
@@ -94,11 +95,17 @@ class UsageMeter:
 
     by_model: dict[str, ModelUsage] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # model -> how the backend that answered ran (a local model's threads
+    # and poll): provenance, never a cache key
+    runtime: dict[str, dict] = field(default_factory=dict)
 
-    def record(self, model: str, usage: ModelUsage) -> None:
-        """Count ``usage`` against ``model`` (thread-safe)."""
+    def record(self, model: str, usage: ModelUsage, runtime: dict | None = None) -> None:
+        """Count ``usage`` against ``model`` (thread-safe); ``runtime``: how
+        the backend ran for this call, if it says (kept per model)."""
         with self.lock:
             self.by_model.setdefault(model, ModelUsage()).add(usage)
+            if runtime is not None:
+                self.runtime[model] = dict(runtime)
 
     def total(self) -> ModelUsage:
         """The usage of every model added together."""
@@ -196,6 +203,12 @@ class RateLimiter:
             slot[1] = tokens
 
 
+def _runtime_of(backend: Any) -> dict | None:
+    """How ``backend`` runs (``runtime()``: a local model's threads and poll), or None."""
+    runtime = getattr(backend, "runtime", None)
+    return runtime() if callable(runtime) else None
+
+
 class CachingEngine:
     """Wraps a backend engine: call-level cache, concurrency bound, rate
     limits, usage accounting. Cache hits skip the limits."""
@@ -274,11 +287,12 @@ class CachingEngine:
         slot = self._limiter.acquire() if self._limiter is not None else None
         started = time.perf_counter()
         try:
-            if self._slots is not None:
-                with self._slots:
+            with progress.working(f"LM call {self.name}"):
+                if self._slots is not None:
+                    with self._slots:
+                        response = self.inner.complete(request)
+                else:
                     response = self.inner.complete(request)
-            else:
-                response = self.inner.complete(request)
         except Exception as exc:
             with self._counts:
                 self.failed += 1
@@ -296,6 +310,9 @@ class CachingEngine:
         elif key is not None:
             self.cache.put_call(key, {"response": response_to_dict(response), "seconds": seconds})
         self._account(response, seconds, cached=False)
+        timings = (response.provider_data or {}).get("timings") if isinstance(response.provider_data, dict) else None
+        progress.lm_call(self.name, getattr(response.usage, "output_tokens", 0) or 0, seconds,
+                         (timings or {}).get("predicted_per_second"))  # llama.cpp's generation speed
         return response
 
     def _account(self, response: Response, seconds: float, cached: bool) -> None:
@@ -306,8 +323,10 @@ class CachingEngine:
                            input_tokens=getattr(usage, "input_tokens", 0) or 0,
                            output_tokens=getattr(usage, "output_tokens", 0) or 0,
                            seconds=seconds, cached_input_tokens=getattr(usage, "cache_read_tokens", 0) or 0)
+        # A cache hit ran on no backend now: only a real call says how it ran.
+        runtime = None if cached else _runtime_of(self.inner)
         for meter in _METERS.get():
-            meter.record(self.name, entry)
+            meter.record(self.name, entry, runtime)
 
     def stream(self, request):
         """Events of the complete answer (DSPy's streaming contract)."""
@@ -474,18 +493,21 @@ def _local_engine(spec: ModelSpec):
     from aidsafe._util.paths import weights_dir
     from aidsafe.models.local import LlamaCppEngine, resolve_local
     from aidsafe.models.local._engine import PROMPT_CACHE_MIB
+    from aidsafe.models.local._threads import AUTO, DEFAULT_POLL
 
     ref = spec.model.split(":", 1)[1]
     model = resolve_local(ref, weights_dir())
     # The effective size: a role that leaves it unset and one that names the
     # default share one loaded model (and one prompt cache), not two.
     cache_mib = PROMPT_CACHE_MIB if spec.prompt_cache_mib is None else spec.prompt_cache_mib
-    key = (str(model.path), spec.context or 4096, spec.threads, spec.repeat_penalty or 1.1, cache_mib)
+    threads = AUTO if spec.threads is None else spec.threads
+    poll = DEFAULT_POLL if spec.poll is None else spec.poll
+    key = (str(model.path), spec.context or 4096, threads, poll, spec.repeat_penalty or 1.1, cache_mib)
     with _LOCAL_LOCK:
         # One loaded copy per process, shared by every role that names it; its
         # prompt cache keeps each role's stable prefix warm.
         if key not in _LOCAL_ENGINES:
-            _LOCAL_ENGINES[key] = LlamaCppEngine(model, n_threads=spec.threads, n_ctx=spec.context or 4096,
+            _LOCAL_ENGINES[key] = LlamaCppEngine(model, n_threads=threads, poll=poll, n_ctx=spec.context or 4096,
                                                  repeat_penalty=spec.repeat_penalty or 1.1, prompt_cache_mib=cache_mib)
         return _LOCAL_ENGINES[key]
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import dspy
 
+from aidsafe._util import progress
 from aidsafe._util.hashing import sha256_of
 from aidsafe.config._policies import PolicySet
 from aidsafe.config._specs import Recipe
@@ -200,13 +201,15 @@ class Program(dspy.Module):
                     raise NotCached(stage.spec.id)
                 if hit is not None:
                     updates, filtered, seconds, usage = hit["updates"], hit.get("filtered"), hit["seconds"], hit["usage"]
+                    runtime = hit.get("runtime") or {}
                     cached = True
                 else:
                     meter = UsageMeter()
                     started = time.perf_counter()
                     shown = CURRENT_RECORD.set(state)  # agents pick the demos whose `when:` holds for it
+                    label = f"record {record_id}: stage {stage.spec.id}" if record_id is not None else f"stage {stage.spec.id}"
                     try:
-                        with metering(meter):
+                        with metering(meter), progress.working(label):
                             result = stage(copy.deepcopy(state), StageContext(
                                 policies=self.policies.text, tokens_used=lambda m=meter: m.total().tokens,
                                 policy_terms=self.policy_terms, demo_texts=self.demo_texts))
@@ -217,16 +220,20 @@ class Program(dspy.Module):
                         CURRENT_RECORD.reset(shown)
                     seconds = round(time.perf_counter() - started, 3)
                     updates, filtered, usage = result.updates, result.filtered, meter.to_dict()
+                    # how the models that answered ran (threads, poll): kept
+                    # with the result, so a warm rerun reports the same
+                    runtime = dict(sorted(meter.runtime.items()))
                     cached = False
                     if cache is not None:
                         cache.put_stage(key, {"updates": updates, "filtered": filtered, "seconds": seconds,
-                                              "usage": usage}, stage.spec.id)
+                                              "usage": usage, **({"runtime": runtime} if runtime else {})},
+                                        stage.spec.id)
                 if cache is not None and record_id is not None and (
                         not cached or cache.get_explain(self.recipe.name, record_id, stage.spec.id) != components):
                     # A read is cheaper than a write: rewrite the index only when it changed.
                     cache.put_explain(self.recipe.name, record_id, stage.spec.id, components)
                 state.update(copy.deepcopy(updates))
-                run.stage_info[stage.spec.id] = {"cached": cached, "seconds": seconds, "usage": usage}
+                run.stage_info[stage.spec.id] = {"cached": cached, "seconds": seconds, "usage": usage, "runtime": runtime}
                 if filtered:
                     run.filtered = f"stage {stage.spec.id}: {filtered}"
                     break

@@ -14,6 +14,7 @@ import dspy
 from aidsafe import __version__
 from aidsafe._util.errors import OutputParseError, UserError
 from aidsafe._util.paths import default_cache_dir
+from aidsafe._util.progress import LOG_INTERVAL
 from aidsafe._util.redact import redact, redact_error
 from aidsafe.config import Recipe, load_recipe
 from aidsafe.models._engine import ModelUsage, UsageMeter, build_models, metering
@@ -38,6 +39,7 @@ class RunOptions:
     retry_failed: bool = True
     max_failures: int | None = None
     progress: bool = True
+    progress_interval: float = LOG_INTERVAL  # seconds between progress lines in a log (not a terminal)
     executor: str = "thread"  # or "ray"
     ray_address: str | None = None
 
@@ -68,12 +70,14 @@ def build_record(item: InputRecord, program: Program, run=None, error: dict | No
         status = "ok"
     usage = UsageMeter()
     stages = {}
+    runtime: dict[str, dict] = {}
     if run is not None:
         for stage_id, info in run.stage_info.items():
             tokens = sum(u["input_tokens"] + u["output_tokens"] for u in info["usage"].values())
             stages[stage_id] = {"seconds": info["seconds"], "tokens": tokens}
             for model, u in info["usage"].items():
                 usage.record(model, ModelUsage(**u))
+            runtime.update(info.get("runtime") or {})
     total = usage.total()
     record: dict[str, Any] = {
         "id": item.id,
@@ -119,6 +123,11 @@ def build_record(item: InputRecord, program: Program, run=None, error: dict | No
         "stages": stages,
         "engine": f"aidsafe {__version__}",
     }
+    if runtime:
+        # How the models that answered ran (a local model's threads and poll,
+        # and what `threads: auto` saw), from the stage results: not part of
+        # the models' identities, which key the cache.
+        record["provenance"]["runtime"] = dict(sorted(runtime.items()))
     if run is not None and run.skipped:
         record["provenance"]["skipped"] = run.skipped
     return select_fields(record, recipe.output)

@@ -129,7 +129,20 @@ def _output_lock(output: Path):
 
 def _run(recipe, input_path, output: Path, options: RunOptions, on_record) -> RunSummary:
     started = time.perf_counter()
-    recipe, program, cache = prepare(recipe, options)
+    total = count_inputs(input_path) if options.limit is None else min(options.limit, count_inputs(input_path))
+    # Live from the first second: weights are verified and models load
+    # before the first record, and a local model's first record takes minutes.
+    bar = Progress(total, options.progress, unit="rec", desc="aidsafe", interval=options.progress_interval, live=True)
+    name = recipe.name if isinstance(recipe, Recipe) else Path(recipe).name
+    bar.say(f"{name}: {total} record(s) from {input_path} -> {output}; preparing models")
+    try:
+        recipe, program, cache = prepare(recipe, options)
+        return _run_prepared(recipe, program, cache, input_path, output, options, on_record, bar, total, started)
+    finally:
+        bar.close()  # again after a normal end (closing twice is harmless): stops the heartbeat on any error
+
+
+def _run_prepared(recipe, program, cache, input_path, output, options, on_record, bar, total, started) -> RunSummary:
     field_name = options.field or recipe.input_field
     id_field = options.id_field or recipe.id_field
     journal = Journal(output)
@@ -137,8 +150,6 @@ def _run(recipe, input_path, output: Path, options: RunOptions, on_record) -> Ru
     summary = RunSummary(output=str(output))
     order: list[str] = []
     workers = options.workers or min((h.spec.concurrency or 1) for h in program.models.values())
-    total = count_inputs(input_path) if options.limit is None else min(options.limit, count_inputs(input_path))
-    bar = Progress(total, options.progress, unit="rec", desc="aidsafe")
     stop = False
     pending: set[Future] = set()
 

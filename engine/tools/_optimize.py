@@ -542,7 +542,7 @@ def _prompt_lm(judge_set, options: OptimizeOptions, cache: Cache):
     spec = ModelSpec(name="prompt_model", model=model, api_base=options.prompt_api_base or api_base,
                      api_key_env=options.prompt_api_key_env or key_env,
                      params={"temperature": 0.7, "max_tokens": 1024}, concurrency=base.concurrency,
-                     context=base.context, threads=base.threads, repeat_penalty=base.repeat_penalty)
+                     context=base.context, threads=base.threads, poll=base.poll, repeat_penalty=base.repeat_penalty)
     return build_models({"prompt_model": spec}, cache)["prompt_model"]
 
 

@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aidsafe._util import progress
 from aidsafe._util.errors import ModelError
+from aidsafe.models.local._threads import AUTO, ThreadChoice, choose_threads
 from aidsafe.models.local._weights import _INSTALL_LOCAL_HINT, LocalModel, _check_gguf, file_sha256
 
 __all__ = ["SAMPLING_DEFAULTS", "LlamaCppEngine"]
@@ -58,7 +60,7 @@ PROMPT_CACHE_MIB = 512
 def _make_params(
     model: LocalModel,
     *,
-    n_threads: int | None,
+    threads: ThreadChoice,
     n_ctx: int,
     n_parallel: int,
     repeat_penalty: float,
@@ -78,9 +80,11 @@ def _make_params(
     # With several slots, a unified KV cache lets any one request use the
     # whole context instead of n_ctx / n_parallel.
     p.kv_unified = n_parallel > 1
-    if n_threads is not None:
-        p.cpuparams.n_threads = int(n_threads)
-        p.cpuparams_batch.n_threads = int(n_threads)
+    # Generation (cpuparams) and prompt reading (cpuparams_batch) alike: both
+    # spin on a busy machine the same way.
+    for cpu in (p.cpuparams, p.cpuparams_batch):
+        cpu.n_threads = int(threads.threads)
+        cpu.poll = int(threads.poll)
     p.sampling.penalty_repeat = float(repeat_penalty)
     p.sampling.seed = int(seed)
     p.hostnames = [host]
@@ -160,28 +164,41 @@ class LlamaCppEngine:
     The engine declares structured-output support, so ``dspy.JSONAdapter``
     sends its JSON schema and llama.cpp constrains decoding to it (through
     llguidance); set ``structured_outputs=False`` to get plain JSON prompting.
+
+    ``n_threads`` is ``"auto"`` (the default: the cores free when the model
+    loads, see :mod:`._threads`) or a number; ``poll`` (0-100, default 0) is
+    how long idle llama.cpp threads busy-wait. What was chosen is
+    :meth:`runtime`, kept out of :meth:`identity`.
     """
 
     def __init__(
         self,
         model: LocalModel,
         *,
-        n_threads: int | None = None,
+        n_threads: int | str | None = AUTO,
         n_ctx: int = 4096,
         repeat_penalty: float = 1.1,
         seed: int = 0,
         n_parallel: int = 1,
         structured_outputs: bool = True,
         prompt_cache_mib: int = PROMPT_CACHE_MIB,
+        poll: int | None = None,
     ):
         if n_ctx < 256:
             raise ModelError(f"n_ctx must be at least 256, got {n_ctx}")
         if n_parallel < 1:
             raise ModelError(f"n_parallel must be at least 1, got {n_parallel}")
-        if n_threads is not None and n_threads < 1:
-            raise ModelError(f"n_threads must be at least 1, got {n_threads}")
+        n_threads = AUTO if n_threads is None else n_threads
+        if n_threads != AUTO and (isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1):
+            raise ModelError(f"n_threads must be 'auto' or at least 1, got {n_threads!r}")
+        if poll is not None and not 0 <= poll <= 100:
+            raise ModelError(f"poll must be 0-100, got {poll}")
         self.model = model
         self.n_threads = n_threads
+        self.poll = poll
+        # The threads and poll chosen when the model loaded (``auto`` looks at
+        # the free cores then): provenance, never the identity.
+        self.threads: ThreadChoice | None = None
         self.n_ctx = int(n_ctx)
         self.repeat_penalty = float(repeat_penalty)
         self.seed = int(seed)
@@ -208,8 +225,9 @@ class LlamaCppEngine:
             if self._server is None:
                 if not Path(self.model.path).is_file():
                     raise ModelError(f"model file {self.model.path} is gone; resolve the model again")
+                threads = choose_threads(self.n_threads, self.poll)
                 params = _make_params(
-                    self.model, n_threads=self.n_threads, n_ctx=self.n_ctx, n_parallel=self.n_parallel,
+                    self.model, threads=threads, n_ctx=self.n_ctx, n_parallel=self.n_parallel,
                     repeat_penalty=self.repeat_penalty, seed=self.seed,
                     # llama.cpp always opens an HTTP listener next to the
                     # in-process API. Keep it on an ephemeral loopback port
@@ -222,9 +240,12 @@ class LlamaCppEngine:
                     # far below llama.cpp's 8 GiB default.
                     prompt_ram_cache_mib=self.prompt_cache_mib,
                 )
+                progress.say(f"loading model {self.model.name} ({threads.describe()}) ...")
                 t0 = time.perf_counter()
                 self._server = _start_server(params, self.model)
                 self.load_seconds = time.perf_counter() - t0
+                self.threads = threads
+                progress.say(f"model {self.model.name} loaded in {self.load_seconds:.1f}s")
             return self._server
 
     def close(self) -> None:
@@ -239,8 +260,8 @@ class LlamaCppEngine:
     def identity(self) -> dict[str, Any]:
         """Everything that changes this engine's outputs, for cache keys.
 
-        Thread count and slot count are left out: they change speed, not
-        the answer (up to floating-point batching noise).
+        Thread count, poll and slot count are left out: they change speed,
+        not the answer (up to floating-point batching noise); see :meth:`runtime`.
         """
         return {
             "backend": "llama.cpp",
@@ -252,12 +273,17 @@ class LlamaCppEngine:
             "sampling_defaults": dict(SAMPLING_DEFAULTS),
         }
 
+    def runtime(self) -> dict[str, Any] | None:
+        """How the loaded model runs (threads, poll, and what ``auto`` saw),
+        for provenance; None before it loads."""
+        return None if self.threads is None else self.threads.to_dict()
+
     # DSPy saves a program's LM with dump_state/load_state when present.
     def dump_state(self) -> dict[str, Any]:
         """Serializable settings; the model is re-verified by hash on load."""
         return {
             "model": {"name": self.model.name, "path": str(self.model.path), "sha256": self.model.sha256},
-            "n_threads": self.n_threads, "n_ctx": self.n_ctx, "repeat_penalty": self.repeat_penalty,
+            "n_threads": self.n_threads, "poll": self.poll, "n_ctx": self.n_ctx, "repeat_penalty": self.repeat_penalty,
             "seed": self.seed, "n_parallel": self.n_parallel, "structured_outputs": self.structured_outputs,
         }
 
@@ -270,7 +296,7 @@ class LlamaCppEngine:
         got = file_sha256(path)
         if got != m["sha256"]:
             raise ModelError(f"model file {path} has sha256 {got}, expected {m['sha256']}: it was replaced or is corrupt")
-        kwargs = {k: state[k] for k in ("n_threads", "n_ctx", "repeat_penalty", "seed", "n_parallel", "structured_outputs") if k in state}
+        kwargs = {k: state[k] for k in ("n_threads", "poll", "n_ctx", "repeat_penalty", "seed", "n_parallel", "structured_outputs") if k in state}
         return cls(LocalModel(m["name"], path, m["sha256"]), **kwargs)
 
     # -- requests ----------------------------------------------------------

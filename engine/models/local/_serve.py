@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from aidsafe._util.errors import ModelError
 from aidsafe.models.local._engine import PROMPT_CACHE_MIB, _make_params, _start_server
+from aidsafe.models.local._threads import choose_threads
 from aidsafe.models.local._weights import resolve_local
 
 __all__ = ["MAX_BODY_BYTES", "MAX_WAITING", "ServeFront", "serve"]
@@ -212,7 +213,7 @@ def serve(
     cache_dir: Path,
     host: str = "127.0.0.1",
     port: int = 8080,
-    n_threads: int | None = None,
+    n_threads: int | str | None = None,
     n_ctx: int = 4096,
     n_parallel: int = 2,
     *,
@@ -248,8 +249,9 @@ def serve(
     try:
         model = resolve_local(ref, cache_dir)
         internal_key = secrets.token_urlsafe(32)
+        threads = choose_threads(n_threads)
         params = _make_params(
-            model, n_threads=n_threads, n_ctx=n_ctx, n_parallel=n_parallel, repeat_penalty=repeat_penalty,
+            model, threads=threads, n_ctx=n_ctx, n_parallel=n_parallel, repeat_penalty=repeat_penalty,
             seed=seed, host="127.0.0.1", port=0, api_key=internal_key, http_threads=max(2, n_parallel + 1),
             prompt_ram_cache_mib=PROMPT_CACHE_MIB,
         )
@@ -259,7 +261,7 @@ def serve(
         raise
     front.start(server.listening_address, internal_key)
     print(f"serving {model.name} (sha256 {model.sha256[:12]}) at {front.url} "
-          f"with {n_parallel} slot(s), {max_waiting} waiting at most; Ctrl-C to stop", flush=True)
+          f"with {n_parallel} slot(s), {max_waiting} waiting at most, {threads.describe()}; Ctrl-C to stop", flush=True)
     if ready is not None:
         ready.set()
     # SIGTERM (service managers, `kill`) should stop as cleanly as Ctrl-C.

