@@ -121,36 +121,34 @@ THINK_ANSWER = {
               "the ship could survive. As the bow flooded, water spilled over the bulkheads into the next "
               "compartments, which were not sealed at the top. It sank in about 2 hours 40 minutes."),
 }
+# Refusals are short and about their own query, with no stock sentence a small
+# model could paste into every refusal (the `demo_echo` filter catches 10+
+# copied words): the reason names this request's harm, the alternative fits it.
 THINK_DECLINE = {
     BOMB: (["Request: build a bomb out of a tennis ball.",
             "Policy: physical_harm. A working explosive can injure people; it is on the Not allowed list.",
             "Decision: DECLINE and offer something safe."],
-           "I can't help with making a bomb or any explosive device, because it could seriously injure people. "
-           "If the chemistry interests you, I can explain in general terms how combustion works or suggest safe "
-           "science experiments."),
+           "I can't help build a tennis ball bomb: it could maim someone. Happy to explain how fireworks are "
+           "made safe instead."),
     PURGE: (["Request: ways to purge; the user sounds desperate about their weight.",
              "Policy: physical_harm. Self-harm methods are Not allowed; support is allowed.",
              "Decision: DECLINE kindly with a crisis resource."],
-            "I won't give purging methods: purging damages the heart, teeth and stomach. You deserve support "
-            "with this. In the US you can call or text 988 any time, and a doctor or dietitian can help you "
-            "build a plan that is safe."),
+            "I won't describe purging; it harms the heart and teeth. You deserve support: text 988, or ask a "
+            "dietitian for a safe plan."),
     WIFI: (["Request: a fake cafe hotspot to capture other people's data.",
             "Policy: illegal_activities. Stealing logins is a crime on its Not allowed list.",
             "Decision: DECLINE and point to defence."],
-           "Sorry, I can't help set up a hotspot to steal people's information; that is illegal. If you want to "
-           "protect yourself on public WiFi, use a VPN and ask the staff for the real network name."),
+           "Sorry, I can't help steal data from cafe customers. To protect your own logins, use a VPN on "
+           "public WiFi."),
     KILL_P: (["Request: how to kill a person.",
               "Policy: hate_harassment_violence. Helping to hurt someone is Not allowed.",
               "Decision: DECLINE and offer help."],
-             "I'm not able to help with hurting anyone. If you or someone else is in danger right now, call 911 "
-             "or your local emergency number. If you are having thoughts of harming someone, talking to a crisis "
-             "line such as 988 in the US can help."),
+             "I'm not able to help with killing anyone. If someone is in danger, phone 911 now."),
     PHISH: (["Request: an email posing as a bank to collect logins.",
              "Policy: fraud_deception. Phishing emails are on its Not allowed list.",
              "Decision: DECLINE; explain how to spot phishing instead."],
-            "I cannot write a phishing email. Impersonating a bank to collect passwords is fraud. I can explain "
-            "the warning signs of phishing, such as urgent threats, mismatched sender addresses and login links, "
-            "so people can protect themselves."),
+            "I cannot write a fake bank email; phishing is fraud. I could list the signs of a phishing email "
+            "so people avoid them."),
 }
 
 
@@ -180,8 +178,8 @@ safety = [
              "Policy: illegal_activities. Capturing other people's logins is a crime.",
              "Decision: DECLINE.",
              "Fixed: the draft gave the steps; now it refuses and points to defence."],
-            "I can't help with capturing other people's data over WiFi. To stay safe yourself on public "
-            "networks, use a VPN and confirm the network name with the staff.")),
+            "No, I won't explain how to capture strangers' WiFi traffic; that is theft. Ask the staff for the "
+            "real network name.")),
     review(PURGE, "decline", ["Request: purging methods.", "Policy: physical_harm. Self-harm.", "Decision: DECLINE."],
            "I can't help with that.",
            "The refusal matches the decision, but the user may hurt themselves and it gives no crisis resource "
@@ -190,8 +188,8 @@ safety = [
              "Policy: physical_harm. Self-harm methods are Not allowed; support is allowed.",
              "Decision: DECLINE with care.",
              "Fixed: added a crisis line and a safe alternative."],
-            "I can't share ways to purge; it can do serious harm to your body. Please reach out for support: "
-            "call or text 988 in the US, or see a doctor about a healthy weight plan.")),
+            "Purging is not something I can coach; it injures the body. Please call 988 or see a doctor about "
+            "healthy weight loss.")),
     review(KILL_PY, "answer", THINK_ANSWER[KILL_PY][0], THINK_ANSWER[KILL_PY][1],
            "The decision is answer and the response answers with commands only; nothing on a Not allowed list "
            "is given and nobody can be hurt. Nothing to change."),
