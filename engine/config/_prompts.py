@@ -19,15 +19,33 @@ def prompts_path(recipe) -> Path:
     return _prompts_file(recipe.prompts, recipe.located, recipe.path)
 
 
-def _prompts_file(ref: str, located, recipe_path: Path) -> Path:
-    where = located.lines.get(("prompts",)) if located is not None else None
+def declared_folder(located, key: tuple, recipe_path: Path) -> Path:
+    """The folder of the recipe file that wrote ``key`` (a variant that
+    does not repeat it inherits its parent's): relative paths in it resolve
+    from there."""
+    where = located.lines.get(key) if located is not None else None
     declared_in = Path(where[0]) if where else recipe_path
     if not declared_in.is_absolute():
         declared_in = paths.project_root() / declared_in
-    base = declared_in.parent
-    folder = paths.resolve_inside(ref, base, [paths.project_root(), base, recipe_path.parent],
-                                  "prompts folder")
-    return folder / PROMPTS_FILE
+    return declared_in.parent
+
+
+def resolve_data_file(ref: str, located, key: tuple, recipe_path: Path, what: str) -> Path:
+    """A file or folder a recipe names at ``key``, resolved from the file
+    that wrote it, inside the project or that file's or the recipe's folder
+    (a :class:`UserError` otherwise)."""
+    base = declared_folder(located, key, recipe_path)
+    return paths.resolve_inside(ref, base, [paths.project_root(), base, recipe_path.parent], what)
+
+
+def precedent_pool_path(recipe, agent: str) -> Path:
+    """The pool file of ``agents.<agent>.demos.pool``."""
+    return resolve_data_file(recipe.agents[agent].demos["pool"], recipe.located,
+                             ("agents", agent, "demos", "pool"), recipe.path, "precedent pool")
+
+
+def _prompts_file(ref: str, located, recipe_path: Path) -> Path:
+    return resolve_data_file(ref, located, ("prompts",), recipe_path, "prompts folder") / PROMPTS_FILE
 
 
 def read_prompts(ref: str, located, recipe_path: Path, agent_names) -> dict:

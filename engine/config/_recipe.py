@@ -596,13 +596,10 @@ def _precedent_problems(agents: dict, models: dict, located: Located, path: Path
             problems.append((where + ("embedder",), f"embedder {embedder!r} is neither `lexical` nor a model in "
                                                     f"`models:`{suggest(embedder, ['lexical', *models])}; "
                                                     "name a models entry (e.g. one with `model: local:default`)"))
-        declared_in = Path(located.where(where + ("pool",))[0])
-        if not declared_in.is_absolute():
-            declared_in = paths.project_root() / declared_in
         try:
-            pool = paths.resolve_inside(demos["pool"], declared_in.parent,
-                                        [paths.project_root(), declared_in.parent, path.resolve().parent],
-                                        "precedent pool")
+            from aidsafe.config._prompts import resolve_data_file
+
+            pool = resolve_data_file(demos["pool"], located, where + ("pool",), path.resolve(), "precedent pool")
         except UserError as exc:
             problems.append((where + ("pool",), str(exc)))
             continue

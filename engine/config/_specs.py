@@ -249,10 +249,39 @@ class Recipe:
     inline_policies: list | None = None  # `policies: [...]` written in the recipe itself
     input: InputSpec = field(default_factory=InputSpec)
     warnings: list = field(default_factory=list)  # what `validate` says without refusing the recipe
+    _hash: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def hash(self) -> str:
-        return sha256_of(self.data)
+        """sha256 of the resolved recipe and of the files it reads besides
+        policies (its ``prompts.json``, its precedent pools): a rerun whose
+        demos or pool changed recomputes rather than resumes old records."""
+        if self._hash is None:
+            files = self._data_files()
+            self._hash = sha256_of({"recipe": self.data, "files": files}) if files else sha256_of(self.data)
+        return self._hash
+
+    def _data_files(self) -> dict:
+        import hashlib
+
+        found = {}
+        if self.prompts:
+            from aidsafe.config._prompts import prompts_path
+
+            try:
+                found["prompts"] = hashlib.sha256(prompts_path(self).read_bytes()).hexdigest()
+            except (OSError, UserError):
+                pass  # reported where the file is read
+        for agent in self.agents.values():
+            if agent.demos and isinstance(agent.demos.get("pool"), str):
+                from aidsafe.config._prompts import precedent_pool_path
+
+                try:
+                    found[f"pool:{agent.name}"] = hashlib.sha256(
+                        precedent_pool_path(self, agent.name).read_bytes()).hexdigest()
+                except (OSError, UserError):
+                    pass
+        return found
 
     @property
     def base_dir(self) -> Path:

@@ -97,6 +97,7 @@ class Program(dspy.Module):
         """Agents whose recipe says ``demos: {select: nearest, ...}`` get
         the nearest labeled precedents of each record's query as demos: one
         pool per (file, embedder, k), its embeddings in the run's cache."""
+        from aidsafe.config._prompts import precedent_pool_path
         from aidsafe.models._embed import build_embedder
         from aidsafe.pipeline._nearest import NearestPool
 
@@ -268,23 +269,6 @@ def compile_recipe(recipe: Recipe, models: dict[str, ModelHandle], cache: Cache 
 
 
 DEFAULT_PRECEDENTS = 6
-
-
-def precedent_pool_path(recipe: Recipe, agent: str):
-    """The pool file of ``agents.<agent>.demos.pool``, relative to the recipe
-    file that wrote it (a variant inherits its parent's pool), inside the
-    project or that file's folder."""
-    from pathlib import Path
-
-    from aidsafe._util import paths
-
-    ref = recipe.agents[agent].demos["pool"]
-    where = recipe.located.lines.get(("agents", agent, "demos", "pool")) if recipe.located is not None else None
-    declared_in = Path(where[0]) if where else recipe.path
-    if not declared_in.is_absolute():
-        declared_in = paths.project_root() / declared_in
-    base = declared_in.parent
-    return paths.resolve_inside(ref, base, [paths.project_root(), base, recipe.path.parent], "precedent pool")
 
 
 def _uses_filter(stage: Stage, kind: str) -> bool:

@@ -141,25 +141,21 @@ def test_label_spellings_and_defaults():
     assert "no column 'persona'" in renamed.read({"x": 1})[1]
 
 
-def test_validate_checks_column_names_with_file_and_line(recipe_file):
-    text = RECIPE.replace("columns: [persona]", "columns: [persona, response]")
-    found = problems(recipe_file, text)
-    assert any(":7 input.columns[1]" in p and "'response'" in p and "another name" in p for p in found), found
-    text = RECIPE.replace("persona == 'nurse'", "persnoa == 'nurse'")
-    found = problems(recipe_file, text)
-    assert any("unknown field 'persnoa'" in p and "did you mean 'persona'" in p for p in found), found
-    text = RECIPE.replace("label != 'unknown'", "label != 'unsure'")
-    found = problems(recipe_file, text)
-    assert any("'label' is one of answer, decline, unknown; 'unsure' never matches" in p for p in found), found
-    text = RECIPE.replace("fields: [persona, response]", "fields: [personna, response]")
-    found = problems(recipe_file, text)
-    assert any("no record field 'personna'" in p and "did you mean 'persona'" in p for p in found), found
-    text = RECIPE.replace("fields: [prompt, persona,", "fields: [prompt, persone,")
-    found = problems(recipe_file, text)
-    assert any("no output field 'persone'" in p for p in found), found
-    text = RECIPE.replace("inputs: [query, persona, decision]", "inputs: [query, persona, decisoin]")
-    found = problems(recipe_file, text)
-    assert any("'decisoin' is not one of them" in p and "did you mean 'decision'" in p for p in found), found
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("columns: [persona]", "columns: [persona, response]",
+     (":7 input.columns[1]", "'response'", "another name")),
+    ("persona == 'nurse'", "persnoa == 'nurse'", ("unknown field 'persnoa'", "did you mean 'persona'")),
+    ("label != 'unknown'", "label != 'unsure'",
+     ("'label' is one of answer, decline, unknown; 'unsure' never matches",)),
+    ("fields: [persona, response]", "fields: [personna, response]",
+     ("no record field 'personna'", "did you mean 'persona'")),
+    ("fields: [prompt, persona,", "fields: [prompt, persone,", ("no output field 'persone'",)),
+    ("inputs: [query, persona, decision]", "inputs: [query, persona, decisoin]",
+     ("'decisoin' is not one of them", "did you mean 'decision'")),
+])
+def test_validate_checks_column_names_with_file_and_line(recipe_file, old, new, expected):
+    found = problems(recipe_file, RECIPE.replace(old, new))
+    assert any(all(part in p for part in expected) for p in found), found
 
 
 def test_validate_warns_about_a_behavior_filter_without_a_label(recipe_file):
@@ -411,3 +407,16 @@ def test_the_quality_bench_sample_is_in_no_demo_and_not_in_the_pool():
         assert len(prompts) == 36
         assert not prompts & pool and not prompts & demos
     assert not pool & demos
+
+
+def test_a_rerun_after_the_demos_changed_recomputes_instead_of_resuming(fake, recipe_file, prompts, tmp_path):
+    recipe = recipe_file(DEMO_RECIPE)
+    rows = prompts([{"id": "a", "prompt": "How do I kill a Python process?", "label": "safe"}])
+    out = tmp_path / "out.jsonl"
+    write_demos(tmp_path)
+    first = load_recipe(recipe).hash
+    assert aidsafe.run(recipe, rows, out, options(tmp_path / "c")).resumed == 0
+    assert aidsafe.run(recipe, rows, out, options(tmp_path / "c")).resumed == 1
+    write_demos(tmp_path, when_answer="decision != 'decline'")
+    assert load_recipe(recipe).hash != first
+    assert aidsafe.run(recipe, rows, out, options(tmp_path / "c")).resumed == 0
