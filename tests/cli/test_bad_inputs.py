@@ -204,10 +204,11 @@ def test_bounded_yaml_errors_come_fast(tmp_path):
              "short-keys.yaml": "".join(f"{''.join(k)}: 0\n" for k in islice(product(ascii_lowercase, repeat=4), 110_000))}
     for name, text in cases.items():
         (tmp_path / name).write_text(text)
-        started = time.perf_counter()
+        # CPU time of this process, not wall time: other work on a shared machine does not count
+        started = time.process_time()
         with pytest.raises(RecipeError, match=rf"{re.escape(name)}:\d+"):
             load_recipe(tmp_path / name)
-        assert time.perf_counter() - started < 5, name  # under 1 s on an idle core
+        assert time.process_time() - started < 5, name  # under 1 s on an idle core
 
 
 def test_extends_by_name_resolves_in_the_shipped_recipes(tmp_path, monkeypatch):
