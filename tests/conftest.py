@@ -24,6 +24,19 @@ def isolated_cache(tmp_path, monkeypatch):
     return directory
 
 
+@pytest.fixture(autouse=True)
+def no_model_embeddings(request, monkeypatch):
+    """Unit tests never run a model to embed: a local model's embedding mode
+    (a precedent screen in a shipped recipe) answers with the lexical
+    embedder's vectors. Tests marked `model` use the real one."""
+    if request.node.get_closest_marker("model"):
+        return
+    from aidsafe.models import _embed
+
+    lexical = _embed.LexicalEmbedder()
+    monkeypatch.setattr(_embed.LlamaCppEmbedder, "embed", lambda self, texts: lexical.embed(texts))
+
+
 @pytest.fixture
 def fake():
     """A scripted fake engine available as ``model: fake:test``."""
