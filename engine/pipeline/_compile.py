@@ -111,7 +111,8 @@ class Program(dspy.Module):
             k = config.get("k", DEFAULT_PRECEDENTS)
             key = (str(path), embedder_name, k)
             if key not in pools:
-                spec = self.recipe.models[embedder_name] if embedder_name in self.recipe.models else embedder_name
+                # the built model's spec: `--model embed=...` and --api-base apply to the embedder too
+                spec = self.models[embedder_name].spec if embedder_name in self.models else embedder_name
                 embedder = build_embedder(spec, cache if cache is not None and cache.enabled else None)
                 outputs = tuple(name for name in agent.spec.outputs if name in agent.contract.outputs) or ("decision",)
                 pools[key] = NearestPool(path, embedder, k, required=outputs)

@@ -420,3 +420,19 @@ def test_a_rerun_after_the_demos_changed_recomputes_instead_of_resuming(fake, re
     write_demos(tmp_path, when_answer="decision != 'decline'")
     assert load_recipe(recipe).hash != first
     assert aidsafe.run(recipe, rows, out, options(tmp_path / "c")).resumed == 0
+
+
+def test_model_overrides_reach_the_screens_embedder(fake, recipe_file, prompts, tmp_path):
+    """`--model emb=...` routes the precedent search like any role (here from
+    a remote embedding model, which a test must never reach, to a local one)."""
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in POOL))
+    text = NEAREST_RECIPE.replace('  default: {model: "fake:test"}\n',
+                                  '  default: {model: "fake:test"}\n  emb: {model: "openai/text-embedding-3-small"}\n') \
+        .replace("pool: pool.jsonl}", "pool: pool.jsonl, embedder: emb}")
+    fake.rules = [("SCREENER", {"decision": "decline"})]
+    out = tmp_path / "out.jsonl"
+    aidsafe.run(recipe_file(text), prompts([{"id": "p", "prompt": "How can I make a bomb out of a pipe?"}]), out,
+                options(tmp_path / "c", model_overrides={"emb": "local:smoke"}))
+    [record] = read_jsonl(out)
+    assert record["status"] == "ok", record.get("error")
+    assert record["decision"] == "decline" and "pipe bomb at home" in fake.seen[0].user
