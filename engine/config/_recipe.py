@@ -600,10 +600,15 @@ def _precedent_problems(agents: dict, models: dict, located: Located, path: Path
             from aidsafe.config._prompts import resolve_data_file
 
             pool = resolve_data_file(demos["pool"], located, where + ("pool",), path.resolve(), "precedent pool")
+            found = pool.is_file()
         except UserError as exc:
             problems.append((where + ("pool",), str(exc)))
             continue
-        if not pool.is_file():
+        except (OSError, ValueError) as exc:  # a name too long for the file system
+            problems.append((where + ("pool",), f"{demos['pool']!r} is not a usable file name ({exc}); name the "
+                                                "pool by its path, e.g. ../data/precedents/pool.jsonl"))
+            continue
+        if not found:
             problems.append((where + ("pool",), f"precedent pool {demos['pool']!r} not found (looked at {pool}); "
                                                 "give a JSONL or CSV of labeled queries, e.g. the shipped "
                                                 "data/precedents/pool.jsonl"))
