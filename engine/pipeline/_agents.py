@@ -22,7 +22,14 @@ from dspy.utils.exceptions import AdapterParseError
 from aidsafe._util.errors import OutputParseError
 from aidsafe.config._specs import AgentSpec, FieldSpec
 from aidsafe.models._engine import parse_attempt, watch_truncation
-from aidsafe.pipeline._contract import STABLE_INPUTS, Contract, answer_name, check_layout, order_inputs
+from aidsafe.pipeline._contract import (
+    EMPTY_VALUES,
+    STABLE_INPUTS,
+    Contract,
+    answer_name,
+    check_layout,
+    order_inputs,
+)
 
 PY_TYPES = {"str": str, "list[str]": list[str], "bool": bool, "int": int, "float": float, "dict": dict}
 
@@ -36,7 +43,6 @@ _MARKER_SAFE = "[[ #\u200b#"
 # The record state a stage is running on (set by the program around each
 # stage): an agent picks the demos whose `when:` holds for it.
 CURRENT_RECORD: contextvars.ContextVar[dict | None] = contextvars.ContextVar("aidsafe_record", default=None)
-_EMPTY = {"str": "", "list[str]": [], "dict": {}}
 
 
 @functools.lru_cache(maxsize=256)
@@ -249,7 +255,7 @@ class Agent(dspy.Module):
 
     def forward(self, **context: Any) -> dspy.Prediction:
         # a field a skipped stage did not write reads as empty
-        inputs = {name: neutralize(context[name] if context.get(name) is not None else _EMPTY.get(
+        inputs = {name: neutralize(context[name] if context.get(name) is not None else EMPTY_VALUES.get(
             self.contract.inputs[name].type if name in self.contract.inputs else "str", ""))
             for name in self.input_names}
         demos = self.demos_for(CURRENT_RECORD.get())

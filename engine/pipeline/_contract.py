@@ -77,6 +77,10 @@ VOLATILE_INPUTS = ("transcript",)
 
 LAYOUTS = ("stable_first", "query_first")
 
+# What an input reads as when the record lacks it (a field a skipped stage did
+# not write), by field type.
+EMPTY_VALUES = {"str": "", "list[str]": [], "dict": {}}
+
 
 def check_layout(layout: str) -> str:
     """``layout`` if it is a known prompt layout, else a ValueError naming them."""

@@ -25,6 +25,7 @@ from typing import Any
 from aidsafe.config._specs import FieldSpec
 from aidsafe.pipeline._conditions import record_lookup
 from aidsafe.pipeline._contract import (
+    EMPTY_VALUES,
     INPUT_DOCS,
     RECORD_FIELDS,
     RESERVED_FIELDS,
@@ -33,8 +34,6 @@ from aidsafe.pipeline._contract import (
     answer_name,
 )
 from aidsafe.pipeline.stages._base import SingleAgentStage, StageResult, clean_thoughts, stage
-
-_EMPTY = {"str": "", "list[str]": [], "dict": {}}
 
 
 def _typed(spec: FieldSpec) -> FieldSpec:
@@ -126,7 +125,7 @@ class Predict(SingleAgentStage):
                 continue
             value = lookup((name,))
             if value is None:
-                value = _EMPTY.get(self.agent.contract.inputs[name].type)
+                value = EMPTY_VALUES.get(self.agent.contract.inputs[name].type)
             values[name] = value
         values.update(extra)
         return values
