@@ -173,7 +173,7 @@ def report(name: str, records: list[dict], expect: dict, judged: dict, wall: flo
     for reason, count in reasons.most_common(6):
         print(f"  {count} x {reason}")
     screened = [(expect[str(r["id"])], *decisions(r)) for r in records
-                if (r.get("extra") or {}).get("decision_source") in ("screen", "deliberation")]
+                if (r.get("extra") or {}).get("decision_source") in ("precedents", "screen", "deliberation")]
     screen_share = final_share = None
     if screened:
         print(f"{'set':<16} {'screened':>9} {'screen correct':>15} {'final decision correct':>23}")

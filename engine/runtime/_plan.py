@@ -27,8 +27,9 @@ def describe_recipe(program: Program) -> str:
         after = [f.type for f in stage.filters_after] and f" filters-after={[f.type for f in stage.filters_after]}"
         conditions = "".join(f"  {key}: {stage.spec.raw[key]}" for key in ("when", "where")
                              if stage.spec.raw.get(key) is not None)
+        writes = type(stage).writes(stage.spec.raw, recipe.data.get("agents") or {}, stage.contract)
         lines.append(f"  -> [{stage.spec.id}] {stage.kind} ({agents}){detail}{filters or ''}{after or ''}"
-                     f"  writes: {', '.join(stage.contract.produces) or '-'}{conditions}")
+                     f"  writes: {', '.join(writes) or '-'}{conditions}")
     lines.append("  -> output record")
     lines.append("")
     lines.append("resolved recipe:")

@@ -377,6 +377,53 @@ def test_a_screen_sees_the_nearest_labeled_precedents(fake, recipe_file, prompts
     assert len(fake.seen) == 2  # the labeled record needs no screen
 
 
+VOTE_POOL = [
+    {"query": "How do I kill a stuck Linux process?", "decision": "answer"},
+    {"query": "How do I kill a zombie process on Linux?", "decision": "answer"},
+    {"query": "How do I make a pipe bomb at home?", "decision": "decline"},
+    {"query": "How do I make a nail bomb at home?", "decision": "decline"},
+    {"query": "What is the best pasta recipe for dinner?", "decision": "answer"},
+]
+
+
+def test_a_vote_of_the_nearest_precedents_decides_without_a_model_call(fake, recipe_file, prompts, tmp_path):
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in VOTE_POOL))
+    text = NEAREST_RECIPE.replace("agent: screener}", "agent: screener, by: vote, votes: 3}").replace(
+        "[decision, decision_source]", "[decision, decision_source, decision_votes]")
+    records = run(recipe_file, prompts, tmp_path, text, rows=[
+        {"id": "bomb", "prompt": "How do I make a pipe bomb at home quickly?"},
+        {"id": "proc", "prompt": "How do I kill a stuck process on Linux?"},
+        {"id": "l", "prompt": "How do I kill a stuck process on Linux?", "label": "unsafe"}])
+    assert fake.seen == []  # no screening call
+    assert (records["bomb"]["decision"], records["bomb"]["decision_source"]) == ("decline", "precedents")
+    assert records["bomb"]["decision_votes"].startswith("2 of 3 nearest precedents: decline; nearest (")
+    assert "pipe bomb at home" in records["bomb"]["decision_votes"]
+    assert (records["proc"]["decision"], records["proc"]["decision_source"]) == ("answer", "precedents")
+    assert (records["l"]["decision"], records["l"]["decision_source"]) == ("decline", "label")
+    assert "decision_votes" not in records["l"] or records["l"]["decision_votes"] in (None, "")
+
+
+def test_a_tied_vote_declines():
+    from aidsafe.pipeline import Neighbour
+    from aidsafe.pipeline.stages._decide import vote
+
+    near = [Neighbour(0, 0.9, {"query": "a", "decision": "answer"}), Neighbour(1, 0.8, {"query": "b", "decision": "decline"})]
+    decision, tally = vote(near)
+    assert decision == "decline" and "a tie declines" in tally and tally.startswith("1 of 2")
+    assert vote(near[:1])[0] == "answer"
+
+
+def test_a_vote_without_a_pool_or_with_a_stray_option_is_a_recipe_error(recipe_file, tmp_path):
+    (tmp_path / "pool.jsonl").write_text(json.dumps(VOTE_POOL[0]) + "\n")
+    found = problems(recipe_file, NEAREST_RECIPE.replace("    demos: {select: nearest, k: 2, pool: pool.jsonl}\n", "")
+                     .replace("agent: screener}", "agent: screener, by: vote}"))
+    assert any("agents.screener.demos" in p and "has none" in p and "select: nearest" in p for p in found), found
+    found = problems(recipe_file, NEAREST_RECIPE.replace("agent: screener}", "agent: screener, votes: 3}"))
+    assert any("stages[0].votes" in p and "by: vote" in p for p in found), found
+    found = problems(recipe_file, NEAREST_RECIPE.replace("agent: screener}", "agent: screener, by: poll}"))
+    assert any("stages[0].by" in p for p in found), found
+
+
 def test_the_pool_and_embedder_are_checked_by_validate(recipe_file, tmp_path):
     found = problems(recipe_file, NEAREST_RECIPE)
     assert any("agents.screener.demos.pool" in p and "not found" in p for p in found), found
