@@ -28,12 +28,18 @@ It prints per recipe and mode:
 and writes every ``ok`` record, readable, to ``OUT/ok-<recipe>-<mode>.md``:
 string match is a proxy, the reading is the check.
 
+``--decisions-only`` runs only the recipe's ``decide`` stage on the sample
+without its labels (a vote calls no model: minutes, not hours) and prints
+its decision accuracy per set against the unlabeled-mode target; use a
+larger ``--per-set`` there.
+
 Targets (``aidsafe.yaml``): labeled mode yield >= 50%, correct among ok >=
 95%, 0 policy and 0 demo echoes among ok; unlabeled mode screen accuracy >=
 80% (0.5B; 85% on the 1.5B), correct among ok >= 85%, yield >= 40%.
 
     python performance/quality_bench.py [--per-set 12] [--modes labeled,unlabeled] [--recipes aidsafe]
         [--model local:default] [--judge-model M] [--skip-judges] [--out DIR]
+    python performance/quality_bench.py --decisions-only [--per-set 40] [--recipes aidsafe]
 """
 
 from __future__ import annotations
@@ -246,6 +252,53 @@ def report(name: str, records: list[dict], expect: dict, judged: dict, wall: flo
             "seconds": secs, "screen": screen_share, "final": final_share}
 
 
+def decisions_only(recipe: Path, rows: list[dict], model: str | None, cache_dir: Path) -> float | None:
+    """The recipe's ``decide`` stage alone on every row, without its label:
+    prints the decision accuracy per set and returns the overall share."""
+    import dspy
+
+    from aidsafe.models import build_models
+    from aidsafe.pipeline import StageContext
+    from aidsafe.pipeline.stages._decide import Decide
+    from aidsafe.store import Cache
+
+    loaded = aidsafe.load_recipe(recipe)
+    cache = Cache(cache_dir)
+    try:
+        models = build_models(loaded.models, cache, {m: model for m in loaded.models} if model else None)
+        program = aidsafe.compile_recipe(loaded, models, cache=cache)
+        stage = next((s for s in program.stage_modules() if isinstance(s, Decide)), None)
+        if stage is None:
+            print(f"{recipe.name}: no decide stage")
+            return None
+        how = f"a vote of the {stage.votes} nearest precedents" if stage.by == "vote" else \
+            f"the screening agent {stage.agent.spec.name}"
+        print(f"\n## {loaded.name}: stage {stage.spec.id!r} decides unlabeled prompts by {how}")
+        hits: dict[str, list[int]] = {name: [0, 0] for name in (*SETS, "all")}
+        wrong = []
+        started = time.perf_counter()
+        with dspy.context(adapter=program.adapter):
+            for row in rows:
+                result = stage({"query": row["prompt"], "extra": {}}, StageContext(policies=program.policies.text))
+                extra = result.updates["extra"]
+                good = extra["decision"] == row["expect"]
+                for name in (row["set"], "all"):
+                    hits[name][0] += good
+                    hits[name][1] += 1
+                if not good:
+                    wrong.append(f"  {row['set']:<14} {row['prompt'][:70]!r}: {extra.get('decision_votes') or extra['decision']}"[:170])
+        seconds = time.perf_counter() - started
+        for name, (good, n) in hits.items():
+            print(f"{name:<16} {good:>4}/{n:<4} {good / n if n else 0:.0%}")
+        print("wrong:\n" + "\n".join(wrong) if wrong else "wrong: none")
+        print(f"{seconds:.1f} s for {len(rows)} prompts ({seconds / max(len(rows), 1):.2f} s each, embeddings "
+              "cached after the first run)")
+        good, n = hits["all"]
+        return good / n if n else None
+    finally:
+        cache.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-set", type=int, default=12)
@@ -262,9 +315,21 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--cache-dir", type=Path)
+    parser.add_argument("--decisions-only", action="store_true",
+                        help="only the decide stage on unlabeled prompts (decision accuracy per set)")
     args = parser.parse_args()
     print(machine_line())
     rows = sample(args.per_set, args.seed)
+    if args.decisions_only:
+        target = 0.85 if "1.5b" in (args.model or "") else 0.80
+        with tempfile.TemporaryDirectory(prefix="quality-bench-") as tmp:
+            for name in [n for n in args.recipes.split(",") if n and n != "baseline"]:
+                share = decisions_only(RECIPES[name], rows, args.model, args.cache_dir or Path(tmp) / "cache")
+                if share is not None:
+                    print(f"{name}: decision accuracy without labels = {share:.0%}  target >= {target:.0%}  "
+                          f"{'MET' if share >= target else 'MISSED'}")
+        print(machine_line())
+        return 0
     expect = {r["id"]: r for r in rows}
     modes = [m for m in args.modes.split(",") if m]
     recipes = {name: RECIPES[name] for name in args.recipes.split(",") if name}
