@@ -75,6 +75,7 @@ class ViewApp:
     sources: list[Source] = field(default_factory=list)
     # Summaries of fully indexed files never change (files are read once): keyed by the files' positions.
     summaries: dict[tuple[int, ...], dict] = field(default_factory=dict)
+    blur: bool = True  # the content warning's default (`aidsafe view --no-blur` turns it off)
 
     def source(self, key: str | None) -> Source:
         """The source named by a ``file`` parameter (a position)."""
@@ -153,7 +154,7 @@ def _one(query: dict, name: str, default: str | None = None) -> str | None:
 
 
 def api_files(app: ViewApp, query: dict) -> dict:
-    return {"files": [s.info(i) for i, s in enumerate(app.sources)]}
+    return {"files": [s.info(i) for i, s in enumerate(app.sources)], "blur": app.blur}
 
 
 def api_records(app: ViewApp, query: dict) -> dict:
@@ -384,11 +385,13 @@ class ViewServer(ThreadingHTTPServer):
         return thread
 
 
-def make_server(paths: list[str | Path], port: int = 0, quiet: bool = True) -> ViewServer:
+def make_server(paths: list[str | Path], port: int = 0, quiet: bool = True, blur: bool = True) -> ViewServer:
     """A viewer for ``paths`` (runs and compare folders) bound to 127.0.0.1
     (``port`` 0: any free port). Indexing starts at once in the background.
+    ``blur``: harmful text starts blurred (the page's toggle still works).
     A missing file or a port in use is a :class:`UserError`."""
     app = collect_sources(paths)
+    app.blur = blur
     handler = type("Handler", (_Handler,), {"app": app, "quiet": quiet})
     try:
         server = ViewServer((HOST, port), handler)
