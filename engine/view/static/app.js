@@ -52,6 +52,9 @@ function cw(content, tag) {
   el.addEventListener("click", () => el.classList.add("revealed"));
   return el;
 }
+// A compliant answer to a prompt labelled harmful (input.label: decline) is blurred too.
+function harmfulAnswer(rec, refusal) { return !!rec && rec.label === "decline" && refusal !== "full_refusal"; }
+function cwIf(flag, node) { return flag ? cw(node) : node; }
 function revealAll() { app.querySelectorAll(".cw").forEach(el => el.classList.add("revealed")); }
 function revealButton() { return h("button", {class: "small", id: "reveal-all", title: "reveal every blurred text on this page", onclick: revealAll}, "show all"); }
 
@@ -384,7 +387,7 @@ function reviewBox(key, rid, review, opts) {
   opts = opts || {};
   let current = review;
   const rec = opts.record;
-  const note = h("textarea", {name: "note", placeholder: "note (optional; n to focus)"}, (review && review.note) || "");
+  const note = h("textarea", {name: "note", placeholder: opts.compact ? "note (optional)" : "note (optional; n to focus)"}, (review && review.note) || "");
   const state = h("span", {class: "small review-state", id: opts.compact ? null : "review-state"});
   const editor = h("div", {class: "editor", id: opts.compact ? null : "editor", hidden: true});
   const show = () => {
@@ -432,7 +435,7 @@ function reviewBox(key, rid, review, opts) {
     editor.addEventListener("keydown", e => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); saveEdit(true); } });
   };
   const buttons = [["accept", "Accept", "a"], ["reject", "Reject", "r"], ["needs-edit", "Needs edit", "e"]].map(([l, text, k]) =>
-    h("button", {"data-label": l, title: `key ${k}`, onclick: () => save(l)}, text, " ", h("kbd", {}, k)));
+    h("button", {"data-label": l, title: opts.compact ? text : `key ${k}`, onclick: () => save(l)}, text, opts.compact ? "" : [" ", h("kbd", {}, k)]));
   const advance = h("input", {type: "checkbox", class: "advance", checked: localStorage.getItem("aidsafe-view-advance") !== "off",
     onchange: e => localStorage.setItem("aidsafe-view-advance", e.target.checked ? "on" : "off")});
   const box = h("div", {class: "review" + (opts.compact ? " compact" : " sticky"), id: opts.compact ? null : "review", "data-file": key},
@@ -469,7 +472,7 @@ async function recordPage(key, rid) {
     initial ? section("Initial CoT and response", thoughtList(initial.thoughts), cw(h("div", {class: "text card", id: "initial-response"}, initial.response || ""))) : [],
     deliberationTurns(rec),
     removedSection(rec),
-    section("Final CoT and response", thoughtList(rec.cot), h("div", {class: "text card", id: "response"}, rec.response || "")),
+    section("Final CoT and response", thoughtList(rec.cot), cwIf(harmfulAnswer(rec, data.row.refusal), h("div", {class: "text card", id: "response"}, rec.response || ""))),
     dpoSection(rec),
     scoresSection(rec),
     section("Provenance", h("pre", {}, JSON.stringify(rec.provenance || null, null, 2))),
@@ -536,10 +539,10 @@ async function compareRecordPage(rid, params) {
       reviewBox(keys[i], rid, res.review, {compact: true, label: res.review_label}),
       h("div", {class: "small muted"}, `stop ${r.stop_reason || "–"} · rounds ${(r.deliberation || {}).rounds ?? "–"} · refusal ${res.row.refusal || "–"}`),
       scores ? h("div", {class: "small"}, scores) : "",
-      h("h3", {}, "CoT", first ? "" : " (against the first run)"),
+      h("h3", {}, "CoT", first ? "" : " (against the reference)"),
       first ? h("div", {class: "text"}, thoughtsText(r.cot)) : diffView(thoughtsText(baseRec.cot), thoughtsText(r.cot)),
-      h("h3", {}, "response", first ? "" : " (against the first run)"),
-      first ? h("div", {class: "text"}, r.response || "") : diffView(baseRec.response || "", r.response || ""));
+      h("h3", {}, "response", first ? "" : " (against the reference)"),
+      cwIf(harmfulAnswer(r, res.row.refusal), first ? h("div", {class: "text"}, r.response || "") : diffView(baseRec.response || "", r.response || "")));
   };
   const grid = h("div", {class: "gridn", style: `grid-template-columns:repeat(${keys.length},1fr)`}, results.map(col));
   app.replaceChildren(h("h1", {}, `Record ${rid} in ${keys.length} runs`, " ", revealButton()), ...section("Prompt", cw(baseRec.prompt || "", "div")).flat(Infinity),
