@@ -135,6 +135,16 @@ def test_dpo_run_to_hub_ready_folder(fake, recipe_file, prompts, tmp_path):
     assert meta["aidsafe"]["models"] == {"default": [{"backend": "fake", "model": "fake"}]}
     row = datasets.load_dataset(str(tmp_path / "ds"), split="train", cache_dir=str(tmp_path / "hf"))[0]
     assert (row["score_chosen"], row["score_rejected"], row["margin"]) == (5, 2, 3)
+    # the card names the input set (path and sha256) and warns in DPO terms
+    meta, body = card_of(tmp_path / "ds")
+    assert meta["aidsafe"]["inputs"][0]["name"] == str(inputs) and len(meta["aidsafe"]["inputs"][0]["hash"]) == 64
+    assert f"| input prompts | `{inputs}` |" in body
+    assert "rejected side of each preference pair" in body
+    # an SFT card does not talk about rejected sides
+    export(tmp_path / "out.jsonl", tmp_path / "sft", "hf", layout="sft")
+    _, body = card_of(tmp_path / "sft")
+    warning = body.split("**Content warning.**")[1].split("\n")[0]
+    assert "rejected" not in warning and "completions" in warning and f"`{inputs}`" in body
 
 
 # ------------------------------------------------------------------ the Hub
