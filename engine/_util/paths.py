@@ -46,30 +46,55 @@ def recipes_dir() -> Path:
     return project_root() / "recipes"
 
 
+def _editable_checkout() -> bool:
+    """Whether the package runs from a source checkout (``pip install -e``,
+    or ``PYTHONPATH``), not from an installed wheel."""
+    return (_CHECKOUT / "setup.cfg").is_file()
+
+
 def default_cache_dir() -> Path:
-    """``--cache-dir`` > ``AIDSAFE_CACHE_DIR`` > ``cache/`` in the project root
-    (or the working directory for an installed package)."""
+    """The run cache (LM calls, stages): ``--cache-dir`` > ``AIDSAFE_CACHE_DIR``
+    > ``cache/`` in the checkout, or in the working directory for an installed
+    package (one per project folder: a run's cache belongs to its project)."""
     env = os.environ.get("AIDSAFE_CACHE_DIR")
     if env:
         return Path(env)
     root = _CHECKOUT
-    if (root / "cache").is_dir() or (root / "setup.cfg").is_file():
+    if (root / "cache").is_dir() or _editable_checkout():
         return root / "cache"
     return Path.cwd() / "cache"
+
+
+def user_cache_dir() -> Path:
+    """This user's cache folder for aidsafe, as ``platformdirs.user_cache_dir``
+    places it (and as huggingface_hub places ``~/.cache/huggingface``):
+    ``$XDG_CACHE_HOME/aidsafe`` or ``~/.cache/aidsafe`` on Linux,
+    ``~/Library/Caches/aidsafe`` on macOS, ``%LOCALAPPDATA%\\aidsafe\\Cache``
+    on Windows."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "aidsafe" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "aidsafe"
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache") / "aidsafe"
 
 
 def weights_dir() -> Path:
     """Where local model weights are assembled (``<this>/models``): shared by
     every cache directory, so a fresh ``--cache-dir`` does not rebuild 491 MB.
-    ``AIDSAFE_WEIGHTS_DIR`` overrides; default ``cache/`` in the project (or the
-    working directory for an installed package)."""
+    ``AIDSAFE_WEIGHTS_DIR`` overrides; a checkout keeps them in its ``cache/``;
+    an installed package in ``$AIDSAFE_HOME/cache`` when that is set, else in
+    :func:`user_cache_dir`: one copy per user, whichever folder runs it."""
     env = os.environ.get("AIDSAFE_WEIGHTS_DIR")
     if env:
         return Path(env)
-    root = _CHECKOUT
-    if (root / "setup.cfg").is_file():
-        return root / "cache"
-    return Path.cwd() / "cache"
+    if _editable_checkout():
+        return _CHECKOUT / "cache"
+    home = os.environ.get("AIDSAFE_HOME")
+    if home:
+        return Path(home) / "cache"
+    return user_cache_dir()
 
 
 def resolve_inside(path: str, base: Path, allowed: list[Path], what: str) -> Path:

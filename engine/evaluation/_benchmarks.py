@@ -381,14 +381,26 @@ class BenchResult:
     def charts(self):
         from aidsafe.evaluation._report import Chart
 
-        labels, values = [], []
+        # In the table's units: rates in percent, the StrongREJECT score on its own 0-1 scale.
+        rates: tuple[list, list] = ([], [])
+        scores: tuple[list, list] = ([], [])
         for s in self.sets:
             for m in s.metrics:
-                labels.append(f"{s.name}: {m.name}")
-                values.append((m.interval.mean, m.interval.low, m.interval.high))
-        if not labels:
-            return []
-        return [Chart(f"{self.model}: rates and scores (95% CI)", labels, {self.model: values}, ylim=(0, 1))]
+                i = m.interval
+                if m.name == "StrongREJECT score":
+                    scores[0].append(f"{s.name}: {m.name}")
+                    scores[1].append((i.mean, i.low, i.high))
+                else:
+                    rates[0].append(f"{s.name}: {m.name}")
+                    rates[1].append(tuple(None if v is None else 100 * v for v in (i.mean, i.low, i.high)))
+        charts = []
+        if rates[0]:
+            charts.append(Chart(f"{self.model}: rates (%, 95% CI)", rates[0], {self.model: rates[1]},
+                                ylabel="% of items", ylim=(0, 100)))
+        if scores[0]:
+            charts.append(Chart(f"{self.model}: StrongREJECT score (0-1, 95% CI)", scores[0], {self.model: scores[1]},
+                                ylabel="score (0-1)", ylim=(0, 1)))
+        return charts
 
     def lines(self) -> list[str]:
         out = [f"{len(self.items)} item(s) in {self.seconds:.1f}s"]

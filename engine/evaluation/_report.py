@@ -133,6 +133,24 @@ def split_by_direction(chart: Chart) -> list[Chart]:
     return out
 
 
+def _has_value(point) -> bool:
+    value = point[0]
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def drop_empty(chart: Chart) -> Chart | None:
+    """``chart`` without the labels no series has a value for (n/a), or None
+    when nothing is left to draw: a chart is never an empty set of axes."""
+    keep = [i for i in range(len(chart.labels)) if any(_has_value(v[i]) for v in chart.series.values() if i < len(v))]
+    if not keep:
+        return None
+    if len(keep) == len(chart.labels):
+        return chart
+    return Chart(chart.title, [chart.labels[i] for i in keep],
+                 {name: [values[i] for i in keep] for name, values in chart.series.items()},
+                 chart.ylabel, chart.ylim, [chart.better[i] for i in keep] if chart.better else None)
+
+
 def chart_png(chart: Chart) -> bytes:
     """Draw a chart with matplotlib's Agg backend (no display needed):
     horizontal bars, so labels are never rotated or squeezed, at
@@ -236,7 +254,12 @@ def to_html(title: str, tables: Sequence[Table], charts: Sequence[Chart] = (), m
         parts.append("<h2>Charts</h2>")
         if have_matplotlib():
             directions = _directions_from_tables(tables)
-            for chart in [c for whole in charts for c in split_by_direction(_with_directions(whole, directions))]:
+            for drawn in [c for whole in charts for c in split_by_direction(_with_directions(whole, directions))]:
+                chart = drop_empty(drawn)
+                if chart is None:
+                    parts.append(f"<p class='note'>No chart for {html.escape(drawn.title)}: every value is n/a "
+                                 "(see the table).</p>")
+                    continue
                 data = base64.b64encode(chart_png(chart)).decode("ascii")
                 # Shown at the size it was drawn for (width/height), so labels keep their size.
                 parts.append(f"<figure><img alt='{html.escape(chart.title)}' width='{CHART_WIDTH_PX}' "
@@ -262,5 +285,5 @@ def write_html(path: str | Path, title: str, tables: Sequence[Table], charts: Se
     return path
 
 
-__all__ = ["CHART_WIDTH_PX", "Chart", "Table", "chart_height_px", "chart_png", "have_matplotlib", "markdown_table",
+__all__ = ["CHART_WIDTH_PX", "Chart", "Table", "chart_height_px", "chart_png", "drop_empty", "have_matplotlib", "markdown_table",
            "split_by_direction", "to_html", "to_markdown", "write_html"]

@@ -123,6 +123,8 @@ def build_record(item: InputRecord, program: Program, run=None, error: dict | No
         "stages": stages,
         "engine": f"aidsafe {__version__}",
     }
+    if item.source:  # the input set (name and content hash): dataset cards name it
+        record["provenance"]["input"] = item.source
     if runtime:
         # How the models that answered ran (a local model's threads and poll,
         # and what `threads: auto` saw), from the stage results: not part of

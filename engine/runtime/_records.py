@@ -15,7 +15,9 @@ is cut off on the next start. A rerun resumes from the journal.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -39,6 +41,7 @@ class InputRecord:
     meta: dict = field(default_factory=dict)
     error: str | None = None  # why the row is unusable
     fields: dict = field(default_factory=dict)  # the record fields the input gives (`input.columns`, label)
+    source: dict | None = None  # the input set: {"name": path or hf:NAME, "sha256" or "fingerprint"}
 
 
 _INPUT_FORMATS = ".jsonl, .json (an array of objects, or JSONL), .csv, .parquet, or hf:PATH[:split]"
@@ -209,8 +212,12 @@ def _hf_dataset(source: InputSource):
     try:
         if saved:
             loaded = datasets.load_from_disk(str(folder))
+        elif folder.is_dir():
+            loaded = datasets.load_dataset(str(folder))
         else:
-            loaded = datasets.load_dataset(str(folder) if folder.is_dir() else source.path)
+            loaded = _load_hub_dataset(datasets, source.path)
+    except UserError:
+        raise
     except Exception as exc:  # datasets raises many types (FileNotFoundError, DatasetNotFoundError, ...)
         where = "the folder" if folder.is_dir() else "a folder or a dataset name in the local Hugging Face cache"
         raise UserError(f"input hf:{source.path}: could not load it as {where} ({type(exc).__name__}: {exc}); "
@@ -229,6 +236,98 @@ def _hf_dataset(source: InputSource):
     return loaded[split]
 
 
+#: Seconds the Hub may take to answer before an ``hf:NAME`` missing from the cache fails.
+HUB_REACH_TIMEOUT = 5.0
+
+
+@contextlib.contextmanager
+def _hub_offline(datasets_module) -> Iterator[None]:
+    """Offline mode for ``datasets`` and ``huggingface_hub`` inside the block
+    (both read ``HF_HUB_OFFLINE`` once, at import, into their constants)."""
+    from huggingface_hub import constants
+
+    saved = (datasets_module.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE)
+    datasets_module.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets_module.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
+def _hub_reachable(name: str) -> str | None:
+    """None when the Hub answers within :data:`HUB_REACH_TIMEOUT` seconds,
+    else why not (the dataset download would spend half a minute retrying)."""
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    url = f"{constants.ENDPOINT.rstrip('/')}/api/datasets/{name}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=HUB_REACH_TIMEOUT):
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answered (401/404 included): datasets says what is wrong
+    except (OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+
+
+def _load_hub_dataset(datasets_module, name: str):
+    """``hf:NAME``: the local Hugging Face cache first, offline; the Hub only
+    when ``HF_HUB_OFFLINE`` is unset and it answers within
+    :data:`HUB_REACH_TIMEOUT` seconds."""
+    from huggingface_hub import constants
+
+    offline_env = constants.HF_HUB_OFFLINE
+    try:
+        with _hub_offline(datasets_module):
+            return datasets_module.load_dataset(name)
+    except Exception as exc:  # not in the cache (ConnectionError, FileNotFoundError, ...)
+        if offline_env:
+            raise UserError(f"input hf:{name}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set "
+                            f"({type(exc).__name__}); download it first (unset HF_HUB_OFFLINE) or give a folder: "
+                            f"hf:PATH") from None
+    problem = _hub_reachable(name)
+    if problem:
+        raise UserError(f"input hf:{name}: not in the local Hugging Face cache, and the Hub "
+                        f"({constants.ENDPOINT}) did not answer within {HUB_REACH_TIMEOUT:.0f} s ({problem}); "
+                        "connect and rerun, or give a folder written by save_to_disk: hf:PATH") from None
+    return datasets_module.load_dataset(name)
+
+
+def input_identity(source: InputSource) -> dict:
+    """What names the input set in provenance and dataset cards: its name
+    (the path as given, or ``hf:NAME[:split]``) and its content hash (sha256
+    of a file's bytes; a Hugging Face dataset's fingerprint)."""
+    out: dict = {"name": str(source)}
+    if source.kind == "hf":
+        fingerprint = getattr(_hf_dataset(source), "_fingerprint", None)
+        if fingerprint:
+            out["fingerprint"] = str(fingerprint)
+    else:
+        digest = hashlib.sha256()
+        try:
+            with open(source.path, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        except OSError:
+            return out
+        out["sha256"] = digest.hexdigest()
+    return out
+
+
+def prompt_from_messages(value: list) -> tuple[str | None, list, str | None]:
+    """A prompt given as chat messages (TRL's conversational layout, such as
+    ``aidsafe export``'s own rows): ``(the last user message, the turns
+    before it, None)`` or ``(None, [], why not)``."""
+    if not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in value):
+        return None, [], "is a list, but not of chat messages ({\"role\": ..., \"content\": text})"
+    for i in range(len(value) - 1, -1, -1):
+        if value[i].get("role") == "user" and value[i]["content"].strip():
+            return value[i]["content"], [dict(m) for m in value[:i]], None
+    return None, [], "is a list of chat messages without a user message"
+
+
 def read_inputs(path: str | Path, field_name: str = "prompt", id_field: str | None = None,
                 keep: list[str] | None = None, limit: int | None = None,
                 spec: InputSpec | None = None) -> Iterator[InputRecord]:
@@ -236,9 +335,12 @@ def read_inputs(path: str | Path, field_name: str = "prompt", id_field: str | No
     ``spec`` (the recipe's ``input:``) names the columns and the label each
     record carries as fields (a row without a named column is unusable)."""
     source = input_source(path)
+    identity: dict | None = None
     seen: set[str] = set()
     index = 0
     for number, row, error in iter_rows(source):
+        if identity is None:  # once the rows open (an hf: dataset is loaded by then)
+            identity = input_identity(source)
         if limit is not None and index >= limit:
             return
         if row is not None and id_field and row.get(id_field) not in (None, ""):
@@ -249,9 +351,16 @@ def read_inputs(path: str | Path, field_name: str = "prompt", id_field: str | No
             rid, error = f"{rid}#row{number}", error or f"row {number}: duplicate id {rid!r}; ids must be unique"
         seen.add(rid)
         prompt = None
+        turns: list = []
         if row is not None and error is None:
             value = row.get(field_name)
-            if value is None:
+            if isinstance(value, list) and value:
+                value, turns, problem = prompt_from_messages(value)
+                if problem:
+                    error = f"row {number}: field {field_name!r} {problem}"
+            if error is not None:
+                pass
+            elif value is None:
                 known = ", ".join(map(str, row)) or "(none)"
                 error = (f"row {number}: no field {field_name!r} (fields: {known}); "
                          f"set `input: {{field: NAME}}` in the recipe or pass --field NAME")
@@ -260,12 +369,14 @@ def read_inputs(path: str | Path, field_name: str = "prompt", id_field: str | No
             else:
                 prompt = value
         meta = {k: row.get(k) for k in (keep or []) if row is not None and k in row}
+        if turns:  # the conversation before the last user message
+            meta["prompt_turns"] = turns
         fields: dict = {}
         if spec is not None and row is not None and error is None:
             fields, problem = spec.read(row)
             error = f"row {number}: {problem}" if problem else None
         yield InputRecord(index=index, id=rid, prompt=prompt if error is None else None, meta=meta, error=error,
-                          fields=fields)
+                          fields=fields, source=identity)
         index += 1
 
 

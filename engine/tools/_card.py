@@ -20,9 +20,19 @@ from typing import Any
 import yaml
 
 CONTENT_WARNING = ("This dataset contains prompts that request harmful, dangerous or offensive content "
-                   "(jailbreak attempts included) and model-written reasoning about them. The rejected "
-                   "side of preference pairs is deliberately worse and may comply with harmful requests. "
-                   "Use it to train and evaluate safety behaviour only.")
+                   "(jailbreak attempts included) and model-written reasoning about them.")
+_WARNING_BY_LAYOUT = {
+    "sft": "The completions are meant to be safe, but they were written by a model and quote or paraphrase "
+           "the harmful requests they answer; read them before training on them.",
+    "dpo": "The rejected side of each preference pair is deliberately worse and may comply with harmful "
+           "requests.",
+}
+
+
+def content_warning(layout: str) -> str:
+    """The card's content warning, in words that fit the rows (SFT or DPO)."""
+    return " ".join([CONTENT_WARNING, _WARNING_BY_LAYOUT.get(layout, ""),
+                     "Use it to train and evaluate safety behaviour only."]).replace("  ", " ")
 
 
 def _number(value: Any) -> float | None:
@@ -39,6 +49,7 @@ class CardStats:
     models: dict = field(default_factory=lambda: defaultdict(set))  # model role -> identities
     engines: set = field(default_factory=set)
     sources: Counter = field(default_factory=Counter)  # imported data: provenance source -> records
+    inputs: Counter = field(default_factory=Counter)  # the input set: (name, sha256 or fingerprint) -> records
     thresholds: Counter = field(default_factory=Counter)  # the pair stage's margin setting
     pair_scores: dict = field(default_factory=lambda: defaultdict(list))  # chosen/rejected/margin -> values
     judge_scores: dict = field(default_factory=lambda: defaultdict(list))  # metric -> values
@@ -59,6 +70,9 @@ class CardStats:
             self.engines.add(str(provenance["engine"]))
         if provenance.get("source"):
             self.sources[str(provenance["source"])] += 1
+        given = provenance.get("input")
+        if isinstance(given, dict) and given.get("name"):
+            self.inputs[(str(given["name"]), str(given.get("sha256") or given.get("fingerprint") or ""))] += 1
         preference = record.get("preference") or {}
         if preference.get("margin") is not None:
             self.thresholds[preference["margin"]] += 1
@@ -89,6 +103,7 @@ class CardInfo:
     features: list  # datasets' YAML form of the features
     license: str | None = None  # of the source prompts (an SPDX-like id)
     skipped: dict = field(default_factory=dict)  # reason -> records left out
+    review: dict | None = None  # --reviewed: {"file", "rejected", "edited", "stale"} (aidsafe view's labels)
 
 
 def _size_category(rows: int) -> str:
@@ -121,6 +136,10 @@ def card_metadata(stats: CardStats, info: CardInfo) -> dict:
         "left_out": dict(sorted(info.skipped.items())),
         "source_prompts_license": info.license or "unknown",
     }
+    if stats.inputs:
+        aidsafe["inputs"] = [{"name": n, "hash": h, "records": c} for (n, h), c in sorted(stats.inputs.items())]
+    if info.review is not None:
+        aidsafe["review"] = dict(info.review)
     if stats.sources:
         aidsafe["sources"] = dict(stats.sources)
     if stats.thresholds:
@@ -171,7 +190,7 @@ def render_card(stats: CardStats, info: CardInfo, repo_id: str | None = None) ->
     meta = card_metadata(stats, info)
     header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     target = repo_id or "PATH/TO/THIS/FOLDER"
-    lines = [f"# {info.name}", "", f"> **Content warning.** {CONTENT_WARNING}", "",
+    lines = [f"# {info.name}", "", f"> **Content warning.** {content_warning(info.layout)}", "",
              f"Training data written by `aidsafe export` ({info.layout} rows, {info.style} layout; "
              f"CoT {info.thinking}). Rows follow TRL's conversational formats, so "
              f"`{'SFTTrainer' if info.layout == 'sft' else 'DPOTrainer'}` takes them as they are.", ""]
@@ -185,7 +204,8 @@ def render_card(stats: CardStats, info: CardInfo, repo_id: str | None = None) ->
     lines += ["```python", "from datasets import load_dataset", "",
               f"ds = load_dataset({target!r})   # or datasets.load_from_disk(folder) on the exported folder",
               "```", "", "## How it was made", ""]
-    rows = [("recipe", f"`{n}`", f"`{h}`") for (n, h) in sorted(stats.recipes)]
+    rows = [("input prompts", f"`{n}`", f"`{h}`" if h else "") for (n, h) in sorted(stats.inputs)]
+    rows += [("recipe", f"`{n}`", f"`{h}`") for (n, h) in sorted(stats.recipes)]
     rows += [("policy set", f"`{n}`", f"`{h}`") for (n, h) in sorted(stats.policy_sets)]
     rows += [("model", f"`{role}`", ", ".join(_identity(json.loads(i)) for i in sorted(ids))) for role, ids in
              sorted(stats.models.items())]
@@ -197,6 +217,14 @@ def render_card(stats: CardStats, info: CardInfo, repo_id: str | None = None) ->
     lines += [""] + _table(("status of the records read", "records"), sorted(stats.statuses.items()))
     if info.skipped:
         lines += ["", "Left out: " + ", ".join(f"{n} {why}" for why, n in sorted(info.skipped.items())) + "."]
+    if info.review is not None:
+        review = info.review
+        lines += ["", "## Human review", "",
+                  f"Reviewed in `aidsafe view` ({review.get('file', 'the review file')}): "
+                  f"{review.get('rejected', 0)} record(s) rejected and left out, {review.get('edited', 0)} "
+                  f"edited by a reviewer (the rows hold the edited text; the originals stay in the review file)"
+                  + (f", {review['stale']} label(s) not applied because their record changed since"
+                     if review.get("stale") else "") + "."]
     pairs = _intervals(stats.pair_scores)
     if stats.thresholds or pairs:
         lines += ["", "## Preference pairs", ""]

@@ -42,6 +42,7 @@ from aidsafe.pipeline._compile import Program, compile_recipe
 from aidsafe.runtime._records import read_inputs
 from aidsafe.runtime._run import RunOptions, RunSummary, run
 from aidsafe.store._cache import Cache
+from aidsafe.tools._compare_manifest import write_compare_manifest
 
 DEFAULT_OUT_DIR = "compare"
 
@@ -291,6 +292,9 @@ def compare_recipes(recipes: Sequence[str | Path | Recipe], input_path: str | Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     overrides = dict(model_overrides or {})
+    # The order first, so `aidsafe view OUT_DIR` shows the baseline first even while the runs go on.
+    write_compare_manifest(out_dir, [{"label": label, "recipe": str(recipe.path), "recipe_hash": recipe.hash,
+                                      "output": f"{label}.jsonl"} for label, recipe in zip(labels, loaded)])
     variants = []
     for label, recipe in zip(labels, loaded):
         output = out_dir / f"{label}.jsonl"

@@ -108,6 +108,7 @@ class ExportSummary:
     notes: list = field(default_factory=list)  # what a trainer should know about these rows
     warnings: list = field(default_factory=list)
     pushed: str | None = None  # the dataset's URL after --push-to-hub
+    review: Any = None  # --reviewed: the view package's ReviewTally (rejected, edited, stale)
 
     def lines(self) -> list[str]:
         """The summary the CLI prints."""
@@ -121,6 +122,11 @@ class ExportSummary:
         if not self.written:
             hint = " and that it comes from a recipe with belief and pair stages" if self.layout == "dpo" else ""
             out.append(f"  nothing was written: check the input's statuses{hint}")
+        if self.review is not None and self.review.edited:
+            out.append(f"  {self.review.edited} record(s) with the text a reviewer edited in `aidsafe view`")
+        if self.review is not None and self.review.stale:
+            out.append(f"  warning: {self.review.stale} review label(s) not applied: their record changed since "
+                       f"they were given (see them as 'stale' in `aidsafe view`)")
         out += [f"  note: {note}" for note in self.notes]
         out += [f"  warning: {warning}" for warning in self.warnings]
         if self.pushed:
@@ -459,11 +465,14 @@ def write_hf_folder(splits: dict[str, list[dict]], out: Path, schema,
 
 
 def reviewed_records(records: Iterable[dict], records_path: str | Path, summary: ExportSummary) -> Iterator[dict]:
-    """``--reviewed``: ``records`` less those rejected in ``aidsafe view`` (its
-    sidecar format is the view package's), each counted in ``summary.skipped``."""
-    from aidsafe.view._review import drop_rejected
+    """``--reviewed``: ``records`` as reviewed in ``aidsafe view`` (its
+    sidecar format is the view package's): the rejected left out and counted
+    in ``summary.skipped``, needs-edit records with the reviewer's text;
+    ``summary.review`` tallies them once the stream is read."""
+    from aidsafe.view._review import ReviewTally, apply_reviews, sidecar_path
 
-    return drop_rejected(records, records_path, summary.skipped)
+    summary.review = ReviewTally(sidecar_path(records_path).name)
+    return apply_reviews(records, records_path, summary.skipped, summary.review)
 
 
 def _thinking_checks(options: ExportOptions, tokenizer: str | None, summary: ExportSummary) -> None:
@@ -596,7 +605,8 @@ def export(records_path: str | Path, out_path: str | Path, fmt: str, *, layout: 
 
         def card(counts: dict, sizes: dict, features: list) -> str:
             info = CardInfo(name=title, layout=layout, style=style, thinking=options.describe(), splits=counts,
-                            split_bytes=sizes, features=features, license=license, skipped=dict(summary.skipped))
+                            split_bytes=sizes, features=features, license=license, skipped=dict(summary.skipped),
+                            review=summary.review.to_dict() if summary.review is not None else None)
             return render_card(stats, info, repo_id=push_to_hub)
 
         written = write_hf_folder(split_rows(list(rows()), test_size, seed), out, arrow_schema(layout, options),

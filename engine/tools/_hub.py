@@ -1,10 +1,11 @@
 """``aidsafe export --format hf --push-to-hub ORG/NAME``: upload an exported
 dataset folder to the Hugging Face Hub through ``huggingface_hub``.
 
-The token comes from the environment only (``HF_TOKEN``, or the older
-``HUGGING_FACE_HUB_TOKEN``) and is passed to each call, never written to
-disk. ``HF_ENDPOINT`` points the client at another Hub (the tests run a
-local fake). Only what ``load_dataset`` reads on the Hub is uploaded: the
+The token comes from ``HF_TOKEN`` (or the older ``HUGGING_FACE_HUB_TOKEN``),
+else from the login ``hf auth login`` stored (``huggingface_hub.get_token()``);
+it is passed to each call, never written anywhere by aidsafe. ``HF_ENDPOINT``
+points the client at another Hub (:class:`aidsafe.testing.FakeHub` is a local
+fake for tests and CI). Only what ``load_dataset`` reads on the Hub is uploaded: the
 card (``README.md``) and the parquet shards under ``data/``; the arrow
 copies for ``load_from_disk`` stay local.
 """
@@ -30,11 +31,19 @@ def check_repo_id(repo_id: str) -> str:
 
 
 def hub_token() -> str:
-    """The Hub token from the environment, or a :class:`UserError` saying how to set it."""
+    """The Hub token: ``HF_TOKEN`` (or the older ``HUGGING_FACE_HUB_TOKEN``)
+    from the environment, else the one ``hf auth login`` stored (read by
+    ``huggingface_hub.get_token()``); a :class:`UserError` says how to set one."""
     token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
     if not token:
-        raise UserError("--push-to-hub needs a Hugging Face write token in the environment: "
-                        "export HF_TOKEN=hf_... (aidsafe reads it from there and never stores it)")
+        try:
+            from huggingface_hub import get_token
+        except ImportError:
+            get_token = None
+        token = get_token() if get_token is not None else None
+    if not token:
+        raise UserError("--push-to-hub needs a Hugging Face write token: `hf auth login`, or export HF_TOKEN=hf_... "
+                        "(aidsafe reads it and never stores it)")
     return token
 
 
@@ -58,7 +67,7 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, mess
                           allow_patterns=UPLOADED, commit_message=message or "aidsafe export")
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
-        hint = {401: "the token was refused: check HF_TOKEN", 403: "the token may not write to "
+        hint = {401: "the token was refused: check HF_TOKEN (or log in again: `hf auth login`)", 403: "the token may not write to "
                 f"{repo_id.split('/')[0]}: use a write token of a member of that organisation"}.get(status, "")
         raise UserError(f"--push-to-hub {repo_id}: the Hub answered {str(exc).splitlines()[0]}"
                         + (f"; {hint}" if hint else "")) from None

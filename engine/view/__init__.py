@@ -8,9 +8,9 @@ to each run (``out.review.jsonl``), which ``aidsafe export --reviewed`` reads.
 
 from aidsafe._util.lazy import lazy_exports
 
-__all__ = ["RunIndex", "ReviewStore", "ViewServer", "drop_rejected", "make_server", "read_reviews", "sidecar_path"]
+__all__ = ["ReviewStore", "RunIndex", "ViewServer", "apply_reviews", "make_server", "read_reviews", "sidecar_path"]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "RunIndex": "._index", "ViewServer": "._server", "make_server": "._server",
-    **{name: "._review" for name in ("ReviewStore", "drop_rejected", "read_reviews", "sidecar_path")},
+    **{name: "._review" for name in ("ReviewStore", "apply_reviews", "read_reviews", "sidecar_path")},
 })

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import threading
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +23,7 @@ from typing import Any, Callable
 from aidsafe._util.errors import UserError
 from aidsafe.evaluation._refusal import classify_refusal
 from aidsafe.runtime._records import iter_jsonl_lines, read_record_at
+from aidsafe.view._review import effective_label, record_hash
 
 # Fields the list filters on exactly (the value "none" matches a missing one).
 FACETS = ("status", "stop", "rounds", "refusal", "kind", "review")
@@ -44,16 +44,22 @@ class Row:
     rounds: int | None
     refusal: str | None
     kind: str
-    digest: int  # crc32 of CoT + response: compare flags differing records without reading them
+    digest: int  # of record_hash (prompt, CoT, response, pair): compare flags differing records without reading them
     snippet: str
     scores: tuple = ()
+    chash: str = ""  # record_hash: what a review label was given to
+
+    def review_label(self, review: dict | None) -> str | None:
+        """The label of ``review`` for this record ("stale" when the record changed since)."""
+        return effective_label(review, self.chash)
 
     def to_dict(self, metrics: list[str], review: dict | None) -> dict:
         """The row as the JSON API sends it."""
         scores = {m: (self.scores[i] if i < len(self.scores) else None) for i, m in enumerate(metrics)}
         return {"position": self.position, "id": self.id, "status": self.status, "stop": self.stop,
                 "rounds": self.rounds, "refusal": self.refusal, "kind": self.kind, "prompt": self.snippet,
-                "scores": scores, "review": (review or {}).get("label")}
+                "scores": scores, "review": self.review_label(review),
+                "edited": bool(review and review.get("edit") is not None)}
 
 
 @dataclass
@@ -71,10 +77,9 @@ def summarize(record: dict) -> dict:
     """The small fields of ``record`` the index keeps (also used for tests)."""
     delib = record.get("deliberation") if isinstance(record.get("deliberation"), dict) else {}
     response = record.get("response")
-    cot = record.get("cot")
     status = record.get("status")
     refusal = classify_refusal(response) if status == "ok" and isinstance(response, str) else None
-    text = json.dumps([cot, response], ensure_ascii=False, sort_keys=True)
+    chash = record_hash(record)
     rounds = delib.get("rounds")
     return {
         "id": str(record.get("id")),
@@ -83,9 +88,10 @@ def summarize(record: dict) -> dict:
         "rounds": rounds if isinstance(rounds, int) else None,
         "refusal": refusal,
         "kind": "dpo" if isinstance(record.get("preference"), dict) else "sft",
-        "digest": zlib.crc32(text.encode("utf-8")),
+        "digest": int(chash, 16),
         "snippet": str(record.get("prompt") or "")[:_SNIPPET],
         "scores": record.get("scores") if isinstance(record.get("scores"), dict) else {},
+        "chash": chash,
     }
 
 
@@ -135,7 +141,7 @@ class RunIndex:
                     rid = f"{rid}#line{line.number}"
                 row = Row(len(self.rows) + len(batch), line.offset, line.number, rid, info["status"], info["stop"],
                           info["rounds"], info["refusal"], info["kind"], info["digest"], info["snippet"],
-                          tuple(scores))
+                          tuple(scores), info["chash"])
                 self.by_id[rid] = row.position
                 batch.append(row)
                 if len(batch) >= 200 or len(self.rows) < 100:
@@ -263,13 +269,14 @@ class RunIndex:
         labels: dict[str, int] = {}
         for rid, entry in review_map.items():
             if rid in self.by_id:
-                labels[entry["label"]] = labels.get(entry["label"], 0) + 1
+                label = self.rows[self.by_id[rid]].review_label(entry)
+                labels[label] = labels.get(label, 0) + 1
         labels["none"] = len(self.rows) - sum(labels.values())
         return {**self._facets, "review": dict(sorted(labels.items()))}
 
     def _getter(self, name: str, review_map: dict[str, dict]) -> Callable[[Row], Any]:
         if name == "review":
-            return lambda r: (review_map.get(r.id) or {}).get("label")
+            return lambda r: r.review_label(review_map.get(r.id))
         if name.startswith("score."):
             metric = name[len("score."):]
             if metric not in self.metrics:

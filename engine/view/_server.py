@@ -16,7 +16,11 @@ API (GET unless noted; ``file``/``files`` are positions in ``/api/files``)::
     /api/record?file=&id=           one record, its row, review and neighbours
     /api/compare?files=0,1&offset=&limit=&only=diff
     /api/summary?files=0,1          per-metric means with 95% CIs, paired differences from the first
-    POST /api/review                {"file", "id", "label", "note", "rev"}
+    POST /api/review                {"file", "id", "label", "note", "rev", "edit"}
+
+A compare folder lists its variants in ``aidsafe compare``'s order (its
+``compare.json``; the first variant is the reference every difference is
+measured against), else alphabetically.
 """
 
 from __future__ import annotations
@@ -33,14 +37,15 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from aidsafe._util.errors import UserError
+from aidsafe.tools._compare_manifest import compare_order
 from aidsafe.view._index import FACETS, RunIndex
-from aidsafe.view._review import Review, ReviewConflict, ReviewStore, sidecar_path
+from aidsafe.view._review import Review, ReviewConflict, ReviewStore, check_edit, record_hash, sidecar_path
 
 HOST = "127.0.0.1"
 ASSETS = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
           "app.css": "text/css; charset=utf-8"}
 MAX_LIMIT = 500
-_MAX_BODY = 64 * 1024
+_MAX_BODY = 1024 * 1024  # a review with an edited CoT and response
 
 
 @dataclass
@@ -70,6 +75,7 @@ class ViewApp:
     sources: list[Source] = field(default_factory=list)
     # Summaries of fully indexed files never change (files are read once): keyed by the files' positions.
     summaries: dict[tuple[int, ...], dict] = field(default_factory=dict)
+    blur: bool = True  # the content warning's default (`aidsafe view --no-blur` turns it off)
 
     def source(self, key: str | None) -> Source:
         """The source named by a ``file`` parameter (a position)."""
@@ -99,9 +105,10 @@ def collect_sources(paths: list[str | Path]) -> ViewApp:
             if not runs:
                 raise UserError(f"{path}: a folder without .jsonl runs; give run files (OUT.jsonl) or a compare "
                                 "folder (`aidsafe compare --out-dir`)")
+            order = compare_order(path)
+            runs.sort(key=lambda p: (order.index(_variant(p)) if _variant(p) in order else len(order), p.name))
             for p in runs:
-                label = p.name[:-len(".scored.jsonl")] if p.name.endswith(".scored.jsonl") else p.stem
-                app.sources.append(_source(p, label, group=path.name))
+                app.sources.append(_source(p, _variant(p), group=path.name))
         elif path.is_file():
             if path.name.endswith(".review.jsonl"):
                 raise UserError(f"{path} is a review sidecar; give the run it belongs to")
@@ -116,6 +123,11 @@ def collect_sources(paths: list[str | Path]) -> ViewApp:
         if labels.count(s.label) > 1:
             s.label = f"{s.path.parent.name}/{s.label}"
     return app
+
+
+def _variant(path: Path) -> str:
+    """A compare folder's variant name of a run file (``a.scored.jsonl`` -> ``a``)."""
+    return path.name[:-len(".scored.jsonl")] if path.name.endswith(".scored.jsonl") else path.stem
 
 
 def _source(path: Path, label: str, group: str | None = None) -> Source:
@@ -142,7 +154,7 @@ def _one(query: dict, name: str, default: str | None = None) -> str | None:
 
 
 def api_files(app: ViewApp, query: dict) -> dict:
-    return {"files": [s.info(i) for i, s in enumerate(app.sources)]}
+    return {"files": [s.info(i) for i, s in enumerate(app.sources)], "blur": app.blur}
 
 
 def api_records(app: ViewApp, query: dict) -> dict:
@@ -171,9 +183,10 @@ def api_record(app: ViewApp, query: dict) -> dict:
     for i, other in enumerate(app.sources):  # the same id in the other files (compare)
         if other is not source and other.index.contains(rid):  # waits for a file still being indexed
             others.append({"file": i, "label": other.label})
-    return {"file": source.info(int(key)), "row": row.to_dict(source.index.metrics, source.reviews.get(rid)),
-            "record": record, "review": source.reviews.get(rid), "prev": prev_id, "next": next_id,
-            "also_in": others}
+    review = source.reviews.get(rid)
+    return {"file": source.info(int(key)), "row": row.to_dict(source.index.metrics, review),
+            "record": record, "review": review, "review_label": row.review_label(review), "hash": row.chash,
+            "prev": prev_id, "next": next_id, "also_in": others}
 
 
 def _files(app: ViewApp, query: dict) -> list[tuple[int, Source]]:
@@ -257,7 +270,9 @@ def api_review(app: ViewApp, body: dict) -> dict:
     base = body.get("rev")
     if base is not None and not isinstance(base, int):
         raise UserError("rev must be a whole number (the rev the page loaded, 0 for none)")
-    entry = source.reviews.save(Review(rid, body.get("label"), note), base)
+    edit = check_edit(body["edit"]) if body.get("edit") is not None else None
+    _, record = source.index.record(rid)
+    entry = source.reviews.save(Review(rid, body.get("label"), note, record_hash(record), edit), base, record)
     return {"review": entry, "review_file": str(source.reviews.path)}
 
 
@@ -370,11 +385,13 @@ class ViewServer(ThreadingHTTPServer):
         return thread
 
 
-def make_server(paths: list[str | Path], port: int = 0, quiet: bool = True) -> ViewServer:
+def make_server(paths: list[str | Path], port: int = 0, quiet: bool = True, blur: bool = True) -> ViewServer:
     """A viewer for ``paths`` (runs and compare folders) bound to 127.0.0.1
     (``port`` 0: any free port). Indexing starts at once in the background.
+    ``blur``: harmful text starts blurred (the page's toggle still works).
     A missing file or a port in use is a :class:`UserError`."""
     app = collect_sources(paths)
+    app.blur = blur
     handler = type("Handler", (_Handler,), {"app": app, "quiet": quiet})
     try:
         server = ViewServer((HOST, port), handler)

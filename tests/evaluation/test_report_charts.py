@@ -58,3 +58,32 @@ def test_html_report_splits_the_bench_chart_and_keeps_intervals_on_one_line():
 def test_interval_only_cells_do_not_wrap():
     page = to_html("t", [Table("x", ["metric", "95% CI"], [["relevance", "[2.90, 3.50]"]])])
     assert "<td class='ci'>[2.90, 3.50]</td>" in page
+
+
+def test_a_chart_of_only_n_a_values_is_a_note_not_empty_axes():
+    pytest.importorskip("matplotlib")
+    table = Table("Judge scores", ["metric", "mean [95% CI]"], [["relevance", "n/a"], ["coherence", "n/a"]])
+    empty = Chart("Judge scores (mean, 95% CI)", ["relevance", "coherence"],
+                  {"a": [(None, None, None)] * 2, "b": [(None, None, None)] * 2}, ylabel="score", ylim=(1, 5))
+    page = to_html("eval", [table], [empty])
+    assert "<img" not in page and "No chart for Judge scores (mean, 95% CI): every value is n/a" in page
+    partly = Chart("t", ["relevance", "coherence"], {"a": [(3.0, 2.5, 3.5), (None, None, None)]})
+    page = to_html("eval", [table], [partly])
+    assert page.count("<img") == 1
+    from aidsafe.evaluation._report import drop_empty
+
+    assert drop_empty(partly).labels == ["relevance"]
+
+
+def test_bench_charts_use_the_tables_units():
+    from aidsafe.evaluation._benchmarks import BenchResult
+    from aidsafe.evaluation._eval import bootstrap_mean
+
+    result = BenchResult(model="m", suite="s", classifier="c")
+
+    rate = type("M", (), {"name": "safe-response rate", "interval": bootstrap_mean([1.0, 0.0, 1.0, 1.0])})()
+    score = type("M", (), {"name": "StrongREJECT score", "interval": bootstrap_mean([0.1, 0.2])})()
+    result.sets = [type("S", (), {"name": "strongreject", "metrics": [rate, score]})()]
+    rates, scores = result.charts()
+    assert rates.ylim == (0, 100) and rates.series["m"][0][0] == pytest.approx(75.0)  # the table says 75.0%
+    assert scores.ylim == (0, 1) and scores.series["m"][0][0] == pytest.approx(0.15)

@@ -151,3 +151,56 @@ def test_serve_wires_the_front_to_the_native_server(upstream, monkeypatch, tmp_p
         stop.set()
         thread.join(10)
     assert f"at http://127.0.0.1:{port}/v1" in capsys.readouterr().out
+
+
+def _request(port, method, path, body=None):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        connection.close()
+
+
+def test_an_unknown_model_is_404_naming_the_loaded_one_like_vllm(upstream):
+    front = ServeFront("127.0.0.1", 0, slots=2).start(f"http://127.0.0.1:{upstream.port}", "k",
+                                                       model_name="qwen2.5-coder-0.5b-instruct-q4_k_m",
+                                                       aliases=("default",))
+    try:
+        port = port_of(front)
+
+        def chat(model):
+            return json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+        status, body = _request(port, "POST", "/v1/chat/completions", chat("gpt-4o"))
+        assert status == 404 and body["error"]["type"] == "NotFoundError"
+        assert "`gpt-4o` does not exist" in body["error"]["message"]
+        assert "serves `qwen2.5-coder-0.5b-instruct-q4_k_m`" in body["error"]["message"]
+        assert upstream.requests == 0  # never reached the model
+        for served in ("qwen2.5-coder-0.5b-instruct-q4_k_m", "openai/qwen2.5-coder-0.5b-instruct-q4_k_m", "default"):
+            assert _request(port, "POST", "/v1/chat/completions", chat(served))[0] == 200
+        status, models = _request(port, "GET", "/v1/models")
+        assert status == 200 and [m["id"] for m in models["data"]] == ["qwen2.5-coder-0.5b-instruct-q4_k_m"]
+        # embeddings: a hint that names options that exist
+        status, body = _request(port, "POST", "/v1/embeddings", json.dumps({"input": ["x"]}).encode())
+        assert status == 501 and "--embeddings" not in body["error"]["message"]
+        assert "models: {embed: {model: local:default}}" in body["error"]["message"]
+        assert "embedder: lexical" in body["error"]["message"]
+        result = CliRunner().invoke(main, ["serve", "--help"])
+        assert "--embeddings" not in result.output
+    finally:
+        front.close()
+
+
+def test_the_openai_client_gets_a_not_found_error(upstream):
+    openai = pytest.importorskip("openai")
+    front = ServeFront("127.0.0.1", 0, slots=2).start(f"http://127.0.0.1:{upstream.port}", "k", model_name="tiny")
+    try:
+        client = openai.OpenAI(base_url=front.url, api_key="x", max_retries=0)
+        with pytest.raises(openai.NotFoundError, match="does not exist"):
+            client.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
+        reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content.startswith("Mock reply")
+    finally:
+        front.close()

@@ -15,11 +15,11 @@ from click.testing import CliRunner
 import aidsafe
 from aidsafe._util.errors import UserError
 from aidsafe.cli._export import export_command
+from aidsafe.testing import FakeHub
 from aidsafe.tools._export import export
 
 from ..conftest import options
 from ..pipeline.test_preference import DPO, script
-from .fake_hub import FakeHub
 from .test_export import make_record
 
 datasets = pytest.importorskip("datasets")
@@ -135,6 +135,16 @@ def test_dpo_run_to_hub_ready_folder(fake, recipe_file, prompts, tmp_path):
     assert meta["aidsafe"]["models"] == {"default": [{"backend": "fake", "model": "fake"}]}
     row = datasets.load_dataset(str(tmp_path / "ds"), split="train", cache_dir=str(tmp_path / "hf"))[0]
     assert (row["score_chosen"], row["score_rejected"], row["margin"]) == (5, 2, 3)
+    # the card names the input set (path and sha256) and warns in DPO terms
+    meta, body = card_of(tmp_path / "ds")
+    assert meta["aidsafe"]["inputs"][0]["name"] == str(inputs) and len(meta["aidsafe"]["inputs"][0]["hash"]) == 64
+    assert f"| input prompts | `{inputs}` |" in body
+    assert "rejected side of each preference pair" in body
+    # an SFT card does not talk about rejected sides
+    export(tmp_path / "out.jsonl", tmp_path / "sft", "hf", layout="sft")
+    _, body = card_of(tmp_path / "sft")
+    warning = body.split("**Content warning.**")[1].split("\n")[0]
+    assert "rejected" not in warning and "completions" in warning and f"`{inputs}`" in body
 
 
 # ------------------------------------------------------------------ the Hub
@@ -179,9 +189,26 @@ def test_push_to_hub_uploads_card_and_parquet_with_the_env_token(records, tmp_pa
 
 def test_push_needs_a_token_and_fails_before_writing(records, tmp_path, hub, monkeypatch):
     monkeypatch.delenv("HF_TOKEN")
-    with pytest.raises(UserError, match="needs a Hugging Face write token in the environment: export HF_TOKEN"):
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "no-login" / "token"))
+    with pytest.raises(UserError, match="needs a Hugging Face write token: `hf auth login`, or export HF_TOKEN"):
         export(records, tmp_path / "ds", "hf", push_to_hub="my-org/x")
     assert not (tmp_path / "ds").exists() and hub.requests == []
+
+
+def test_the_token_stored_by_hf_auth_login_is_used(records, tmp_path, hub, monkeypatch):
+    # `hf auth login` writes the token to HF_TOKEN_PATH; huggingface_hub.get_token() reads it back
+    stored = tmp_path / "hf-home" / "token"
+    stored.parent.mkdir()
+    stored.write_text(TOKEN)
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(stored))
+    export(records, tmp_path / "ds", "hf", push_to_hub="my-org/from-login")
+    assert "my-org/from-login" in hub.repos
+    assert all(auth == f"Bearer {TOKEN}" for method, _, auth in hub.requests if method == "POST")
+    # HF_TOKEN, when set, comes first
+    monkeypatch.setenv("HF_TOKEN", "hf_other")
+    with pytest.raises(UserError, match="401"):
+        export(records, tmp_path / "ds2", "hf", push_to_hub="my-org/from-env")
 
 
 def test_a_refused_token_is_a_user_error(records, tmp_path, hub, monkeypatch):

@@ -6,7 +6,12 @@ without bound, so it stays on an ephemeral loopback port behind a random key
 (as in :class:`LlamaCppEngine`), and clients talk to :class:`ServeFront`: it
 binds the port before the model loads (a port in use fails at once), answers
 413 to a body over the size limit from its Content-Length alone, and 503
-with Retry-After when every slot is busy and the waiting room is full."""
+with Retry-After when every slot is busy and the waiting room is full.
+
+Like vLLM, it serves one model by name: a request whose ``model`` is not
+that name (or the reference it was started with) gets 404 naming the
+loaded model, and ``GET /v1/models`` lists that name. Embeddings are not
+served (501 with what to use instead)."""
 
 from __future__ import annotations
 
@@ -37,6 +42,14 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_WAITING = 16
 #: Seconds a client is told to wait after a 503.
 RETRY_AFTER = 1
+# The paths whose JSON body names a model (the model check applies to them).
+_MODEL_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/chat/completions",
+                          "/completions", "/embeddings"})
+EMBEDDINGS_HINT = ("aidsafe serve does not serve embeddings (llama.cpp runs its embedding mode as a separate "
+                   "model). For the screen's precedent search, embed in the run itself: a recipe's "
+                   "`models: {embed: {model: local:default}}` (llama.cpp's embedding mode, in-process), "
+                   "`embedder: lexical` (no model), or `--model embed=openai/NAME --api-base URL` for an "
+                   "OpenAI-compatible embeddings server such as `vllm serve NAME --task embed`")
 # Hop-by-hop headers are the connection's own, never forwarded.
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                          "trailer", "transfer-encoding", "upgrade", "content-length", "server", "date"})
@@ -67,9 +80,10 @@ class _FrontHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_OPTIONS = _dispatch
 
-    def error(self, status: int, message: str, headers: dict | None = None, close: bool = False) -> None:
-        data = json.dumps({"error": {"message": message, "type": "invalid_request_error" if status < 500
-                                     else "server_error", "code": status}}).encode()
+    def error(self, status: int, message: str, headers: dict | None = None, close: bool = False,
+              error_type: str | None = None) -> None:
+        kind = error_type or ("invalid_request_error" if status < 500 else "server_error")
+        data = json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
         if close:
             self.close_connection = True
         try:
@@ -114,6 +128,8 @@ class ServeFront:
         self._upstream: tuple[str, int] | None = None
         self._upstream_key = ""
         self._thread: threading.Thread | None = None
+        self.model_name: str | None = None  # the served name; None: any `model` is forwarded
+        self._model_aliases: frozenset[str] = frozenset()
 
     @property
     def url(self) -> str:
@@ -121,8 +137,13 @@ class ServeFront:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/v1"
 
-    def start(self, upstream: str, upstream_key: str = "") -> "ServeFront":
-        """Forward to ``upstream`` (``http://host:port``) from now on, in a background thread."""
+    def start(self, upstream: str, upstream_key: str = "", model_name: str | None = None,
+              aliases: tuple[str, ...] = ()) -> "ServeFront":
+        """Forward to ``upstream`` (``http://host:port``) from now on, in a
+        background thread. With ``model_name``, a request for another model
+        (not one of ``aliases`` either) is answered 404, as vLLM does."""
+        self.model_name = model_name
+        self._model_aliases = frozenset(n for n in (model_name, *aliases) if n)
         parts = urlsplit(upstream if "//" in upstream else f"http://{upstream}")
         self._upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._upstream_key = upstream_key
@@ -164,11 +185,45 @@ class ServeFront:
                                      {"Retry-After": str(RETRY_AFTER)})
             try:
                 body = handler.rfile.read(length)
-                self._forward(handler, body)
+                if self._check_model(handler, body):
+                    self._forward(handler, body)
             finally:
                 self._capacity.release()
             return
+        if self.model_name and handler.command == "GET" and urlsplit(handler.path).path.rstrip("/") in ("/v1/models",
+                                                                                                      "/models"):
+            return self._models(handler)
         self._forward(handler, body)
+
+    def _check_model(self, handler: _FrontHandler, body: bytes) -> bool:
+        """False (answered) for embeddings, or a ``model`` this server does not serve."""
+        path = urlsplit(handler.path).path.rstrip("/")
+        if path not in _MODEL_PATHS:
+            return True
+        if path.endswith("/embeddings"):
+            handler.error(501, EMBEDDINGS_HINT)
+            return False
+        if not self.model_name:
+            return True
+        try:
+            wanted = json.loads(body or b"{}").get("model")
+        except (ValueError, AttributeError):
+            return True  # the model server reports a bad body in its own words
+        if wanted is None or (isinstance(wanted, str) and wanted.removeprefix("openai/") in self._model_aliases):
+            return True
+        handler.error(404, f"The model `{wanted}` does not exist: this server serves `{self.model_name}` "
+                           f"(in a recipe: model: openai/{self.model_name} with api_base: {self.url})",
+                      error_type="NotFoundError")
+        return False
+
+    def _models(self, handler: _FrontHandler) -> None:
+        data = json.dumps({"object": "list", "data": [{"id": self.model_name, "object": "model",
+                                                        "owned_by": "aidsafe", "created": 0}]}).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
 
     def _forward(self, handler: _FrontHandler, body: bytes) -> None:
         host, port = self._upstream
@@ -259,7 +314,7 @@ def serve(
     except BaseException:
         front.close()
         raise
-    front.start(server.listening_address, internal_key)
+    front.start(server.listening_address, internal_key, model_name=model.name, aliases=(ref, Path(str(ref)).stem))
     print(f"serving {model.name} (sha256 {model.sha256[:12]}) at {front.url} "
           f"with {n_parallel} slot(s), {max_waiting} waiting at most, {threads.describe()}; Ctrl-C to stop", flush=True)
     if ready is not None:

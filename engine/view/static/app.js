@@ -45,10 +45,30 @@ function showError(message) {
 function badge(text, cls) { return h("span", {class: "badge " + (cls || "")}, text); }
 function statusBadge(s) { return badge(s || "?", "st-" + s); }
 function reviewBadge(r) { return r ? badge(r, "rv-" + r) : ""; }
-function cw(text, tag) {
-  const el = h(tag || "span", {class: "cw text", title: "click to reveal"}, text);
+// Harmful text (prompts, initial and revised responses, the rejected side of
+// a pair, beliefs) is blurred until clicked while the content warning is on.
+function cw(content, tag) {
+  const el = h(tag || (content instanceof Node ? "div" : "span"), {class: "cw" + (content instanceof Node ? "" : " text"), title: "click to reveal"}, content);
   el.addEventListener("click", () => el.classList.add("revealed"));
   return el;
+}
+// A compliant answer to a prompt labelled harmful (input.label: decline) is blurred too.
+function harmfulAnswer(rec, refusal) { return !!rec && rec.label === "decline" && refusal !== "full_refusal"; }
+function cwIf(flag, node) { return flag ? cw(node) : node; }
+function revealAll() { app.querySelectorAll(".cw").forEach(el => el.classList.add("revealed")); }
+function revealButton() { return h("button", {class: "small", id: "reveal-all", title: "reveal every blurred text on this page", onclick: revealAll}, "show all"); }
+
+// Unique short labels for metric names (faithfulness_policy_cot -> fai-pol-cot), the full name in a tooltip.
+function abbreviations(names) {
+  const words = n => String(n).split(/[_\-\s.]+/).filter(Boolean);
+  for (let k = 3; k <= 40; k++) {
+    const out = names.map(n => words(n).map(w => w.slice(0, k)).join("-") || String(n));
+    if (new Set(out).size === names.length) return Object.fromEntries(names.map((n, i) => [n, out[i]]));
+  }
+  return Object.fromEntries(names.map(n => [n, n]));
+}
+function scoreCell(scores, metrics, abbr) {
+  return metrics.map(m => h("span", {class: "sc", title: `${m}: ${scores[m] ?? "unscored"}`}, h("span", {class: "muted"}, abbr[m]), " ", h("b", {}, scores[m] ?? "–")));
 }
 function fmt(x, d) { return x === null || x === undefined ? "n/a" : Number(x).toFixed(d === undefined ? 2 : d); }
 function ci(c) { return c && c.mean !== null && c.mean !== undefined ? `${fmt(c.mean)} [${fmt(c.low)}, ${fmt(c.high)}]` : "n/a"; }
@@ -152,11 +172,14 @@ let FILES = [];
 async function loadFiles() {
   const data = await api("/api/files");
   FILES = data.files;
+  // `aidsafe view --no-blur`: the content warning starts off (the header box still turns it on)
+  if (data.blur === false && !sessionStorage.getItem("aidsafe-view-cw-set")) setBlur(false);
   return FILES;
 }
 
 async function route() {
   showError("");
+  KEYS = {};
   const {parts, params} = parseHash();
   try {
     if (!FILES.length || parts[0] === undefined) await loadFiles();
@@ -230,13 +253,15 @@ async function runPage(key, params) {
       h("option", {value: ""}, "ascending"), h("option", {value: "1", selected: params.get("desc") === "1"}, "descending"))),
     facets.status ? "" : h("span", {class: "muted small"}, `indexing… ${data.indexed} records read; filters appear when done`));
 
-  const head = ["#", "id", "status", "stop", "rounds", "refusal", ...metrics, "review", "prompt"];
+  const abbr = abbreviations(metrics);
+  const head = [["#", "num"], ["id", ""], ["review", ""], ["prompt", "wide"], ["status", ""], ["stop", ""], ["rounds", "num"],
+                ["refusal", ""], ...(metrics.length ? [["scores", ""]] : [])];
   const rows = data.rows.map(r => h("tr", {class: "rec", "data-id": r.id, onclick: () => go(["run", key, "record", r.id])},
     h("td", {class: "num"}, r.position + 1), h("td", {class: "nowrap"}, h("a", {href: `#/run/${key}/record/${encodeURIComponent(r.id)}`}, r.id)),
+    h("td", {}, reviewBadge(r.review), r.edited ? [" ", badge("edited")] : ""), h("td", {class: "prompt"}, cw(r.prompt)),
     h("td", {}, statusBadge(r.status), r.kind === "dpo" ? [" ", badge("dpo")] : ""),
     h("td", {}, r.stop || ""), h("td", {class: "num"}, r.rounds ?? ""), h("td", {}, r.refusal || ""),
-    metrics.map(m => h("td", {class: "num score"}, r.scores[m] ?? "–")),
-    h("td", {}, reviewBadge(r.review)), h("td", {}, cw(r.prompt))));
+    metrics.length ? h("td", {class: "scores"}, scoreCell(r.scores, metrics, abbr)) : ""));
   const total = data.total;
   const pager = h("div", {class: "pager"},
     h("button", {disabled: offset <= 0, onclick: () => { const p = new URLSearchParams(params); p.set("offset", Math.max(0, offset - PAGE)); go(["run", key], p); }}, "‹ previous"),
@@ -245,9 +270,16 @@ async function runPage(key, params) {
                  onclick: () => { const p = new URLSearchParams(params); p.set("offset", offset + PAGE); go(["run", key], p); }}, "next ›"));
   const summary = h("div", {id: "summary"});
   if (metrics.length && data.complete) summaryTable([key]).then(t => summary.replaceChildren(t || "")).catch(e => showError(e.message));
-  app.replaceChildren(h("h1", {}, f.label, " ", h("span", {class: "muted small"}, f.kind, " · review labels in ", f.review_file)),
-    summary, filters, pager,
-    h("table", {id: "records"}, h("tr", {}, head.map(c => h("th", {}, c))), rows));
+  const labels = facets.review || {};
+  const reviewed = Object.entries(labels).filter(([l]) => l !== "none").reduce((n, [, c]) => n + c, 0);
+  const progress = facets.review ? h("div", {id: "progress", class: "small"}, h("b", {}, `reviewed ${reviewed} / ${data.indexed}`),
+    Object.entries(labels).filter(([l]) => l !== "none").map(([l, c]) => [" · ", reviewBadge(l), ` ${c}`]),
+    h("progress", {max: data.indexed || 1, value: reviewed})) : "";
+  app.replaceChildren(h("h1", {}, f.label, " ", h("span", {class: "muted small"}, f.kind, " · review labels in ", f.review_file), " ", revealButton()),
+    progress, summary, filters, pager,
+    h("table", {id: "records", class: "list"}, h("tr", {}, head.map(([c, cls]) => h("th", {class: cls}, c))), rows),
+    h("p", {class: "muted small"}, "keys: j/k move, Enter opens, ? for all keys"));
+  listKeys(rows.map(r => r.dataset.id), rid => go(["run", key, "record", rid]));
   if (!data.complete) setTimeout(() => { if (location.hash.startsWith(`#/run/${key}`) && !location.hash.includes("/record/")) route(); }, 1500);
 }
 
@@ -283,9 +315,9 @@ function deliberationTurns(rec) {
     if (action === "revise" && (e.thoughts || e.response !== undefined)) {
       const newThoughts = thoughtsText(e.thoughts), newResponse = e.response ?? "";
       body.push(h("h3", {}, "CoT, against the previous turn"),
-                thoughts === null ? h("div", {class: "text"}, newThoughts) : diffView(thoughts, newThoughts),
+                cw(thoughts === null ? h("div", {class: "text"}, newThoughts) : diffView(thoughts, newThoughts)),
                 h("h3", {}, "response, against the previous turn"),
-                response === null ? h("div", {class: "text"}, newResponse) : diffView(response, newResponse));
+                cw(response === null ? h("div", {class: "text"}, newResponse) : diffView(response, newResponse)));
       thoughts = newThoughts; response = newResponse;
     } else {
       body.push(h("div", {class: "muted small"}, "no change to the CoT or the response"));
@@ -331,10 +363,13 @@ function scoresSection(rec) {
 function dpoSection(rec) {
   const p = rec.preference;
   if (!p) return [];
-  const side = (name, s, score) => h("div", {class: "card"}, h("h3", {}, name, " ", score !== undefined ? h("span", {class: "score"}, `score ${score ?? "unscored"}`) : ""),
-    s && s.belief ? [h("div", {class: "small muted"}, `belief (score ${s.belief_score ?? "?"})`), cw(s.belief, "div")] : "",
-    h("div", {class: "small muted"}, "CoT"), thoughtList(s && s.cot), h("div", {class: "small muted"}, "response"),
-    h("div", {class: "text"}, (s && s.response) || ""));
+  const side = (name, s, score) => {
+    const blur = name === "rejected" ? cw : x => x;  // deliberately worse: may comply with the harmful request
+    return h("div", {class: "card", id: "side-" + name}, h("h3", {}, name, " ", score !== undefined ? h("span", {class: "score"}, `score ${score ?? "unscored"}`) : ""),
+      s && s.belief ? [h("div", {class: "small muted"}, `belief (score ${s.belief_score ?? "?"})`), cw(s.belief, "div")] : "",
+      h("div", {class: "small muted"}, "CoT"), blur(thoughtList(s && s.cot)), h("div", {class: "small muted"}, "response"),
+      blur(h("div", {class: "text"}, (s && s.response) || "")));
+  };
   const scores = p.scores || {};
   return section(`Preference pair: ${p.kept === false ? "below the margin (filtered)" : "kept"} · margin ${p.margin ?? "?"} · separation ${p.separation ?? "?"}`,
     h("div", {class: "grid2", id: "dpo"}, side("chosen", p.chosen, scores.chosen), side("rejected", p.rejected, scores.rejected)),
@@ -343,28 +378,71 @@ function dpoSection(rec) {
         p.beliefs.map(b => h("tr", {}, h("td", {}, b.round), h("td", {}, b.sample), h("td", {class: "num"}, b.score ?? ""), h("td", {}, cw(b.belief)))))) : "");
 }
 
-function reviewBox(key, rid, review) {
+// The review bar: accept / reject / needs-edit and a note, saved to the
+// sidecar (409 when another tab changed the record since this page loaded).
+// With "next after saving" on, a label given by key (a/r, Ctrl+Enter in the
+// editor) moves on to the next record; the buttons stay on the record.
+// `rec` given: on needs-edit the response and each thought can be edited.
+function reviewBox(key, rid, review, opts) {
+  opts = opts || {};
   let current = review;
-  const note = h("textarea", {name: "note", placeholder: "note (optional)"}, (review && review.note) || "");
-  const state = h("span", {class: "small", id: "review-state"});
+  const rec = opts.record;
+  const note = h("textarea", {name: "note", placeholder: opts.compact ? "note (optional)" : "note (optional; n to focus)"}, (review && review.note) || "");
+  const state = h("span", {class: "small review-state", id: opts.compact ? null : "review-state"});
+  const editor = h("div", {class: "editor", id: opts.compact ? null : "editor", hidden: true});
   const show = () => {
-    state.replaceChildren(...(current ? ["saved: ", reviewBadge(current.label), ` · ${current.updated || ""}`] : [h("span", {class: "muted"}, "not reviewed")]));
+    const stale = opts.label === "stale" && current === review;
+    state.replaceChildren(...(current ? ["saved: ", reviewBadge(stale ? "stale" : current.label), current.edit ? [" ", badge("edited")] : "",
+      stale ? h("span", {class: "error"}, " (the record changed since it was labelled: not applied)") : "", ` · ${current.updated || ""}`]
+      : [h("span", {class: "muted"}, "not reviewed")]).flat(Infinity).filter(x => x !== ""));
     buttons.forEach(b => b.classList.toggle("active", !!current && b.dataset.label === current.label));
+    if (rec && !opts.compact) {
+      editor.hidden = !(current && current.label === "needs-edit");
+      if (!editor.hidden && !editor.firstChild) buildEditor();
+    }
   };
-  const save = async label => {
+  const post = async (label, edit) => {
+    const body = {file: Number(key), id: rid, label, note: note.value, rev: current ? current.rev : 0};
+    if (edit) body.edit = edit;
     try {
-      const data = await api("/api/review", {method: "POST", headers: {"Content-Type": "application/json"},
-        body: JSON.stringify({file: Number(key), id: rid, label, note: note.value, rev: current ? current.rev : 0})});
+      const data = await api("/api/review", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
       current = data.review; showError(""); show();
+      return true;
     } catch (e) {
       showError(e.message);
       if (e.status === 409) { current = e.data.current; if (current) note.value = current.note || ""; show(); }
+      return false;
     }
   };
-  const buttons = [["accept", "Accept"], ["reject", "Reject"], ["needs-edit", "Needs edit"]].map(([l, text]) =>
-    h("button", {"data-label": l, onclick: () => save(l)}, text));
-  const box = h("div", {class: "review", id: "review"}, h("b", {}, "Review "), buttons, " ",
-    h("button", {onclick: () => save(null)}, "Clear"), " ", state, note);
+  const save = async (label, byKey) => {
+    const ok = await post(label);
+    if (ok && byKey && label && label !== "needs-edit" && advance.checked && opts.next) opts.next();
+  };
+  const buildEditor = () => {
+    const base = (current && current.edit) || {response: rec.response || "", cot: Array.isArray(rec.cot) ? rec.cot.map(String) : (rec.cot ? [String(rec.cot)] : [])};
+    const thoughtBoxes = base.cot.map((t, i) => h("textarea", {class: "edit-thought", "data-i": i, rows: 2}, t));
+    const list = h("div", {class: "edit-thoughts"}, thoughtBoxes);
+    const response = h("textarea", {class: "edit-response", name: "edit-response", rows: 6}, base.response);
+    const add = h("button", {onclick: () => list.appendChild(h("textarea", {class: "edit-thought", rows: 2}))}, "+ thought");
+    const saveEdit = async byKey => {
+      const edit = {response: response.value, cot: [...list.querySelectorAll("textarea")].map(t => t.value).filter(t => t.trim())};
+      if (await post("needs-edit", edit) && byKey && advance.checked && opts.next) opts.next();
+    };
+    const saveButton = h("button", {id: "save-edit", class: "primary", onclick: () => saveEdit(false)}, "Save edit");
+    editor.replaceChildren(h("b", {}, "Edit (saved to the review file with the original kept; the run is never changed)"),
+      h("div", {class: "small muted"}, "CoT, one thought per box"), list, add,
+      h("div", {class: "small muted"}, "response"), response, h("div", {}, saveButton, " ", h("span", {class: "muted small"}, "Ctrl+Enter saves (and goes to the next record)")));
+    editor.addEventListener("keydown", e => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); saveEdit(true); } });
+  };
+  const buttons = [["accept", "Accept", "a"], ["reject", "Reject", "r"], ["needs-edit", "Needs edit", "e"]].map(([l, text, k]) =>
+    h("button", {"data-label": l, title: opts.compact ? text : `key ${k}`, onclick: () => save(l)}, text, opts.compact ? "" : [" ", h("kbd", {}, k)]));
+  const advance = h("input", {type: "checkbox", class: "advance", checked: localStorage.getItem("aidsafe-view-advance") !== "off",
+    onchange: e => localStorage.setItem("aidsafe-view-advance", e.target.checked ? "on" : "off")});
+  const box = h("div", {class: "review" + (opts.compact ? " compact" : " sticky"), id: opts.compact ? null : "review", "data-file": key},
+    h("div", {class: "review-row"}, h("b", {}, "Review "), buttons, " ", h("button", {onclick: () => save(null)}, "Clear"), " ",
+      opts.compact ? "" : h("label", {class: "small"}, advance, " next after saving"), " ", state), note, editor);
+  box.save = save;
+  box.note = note;
   show();
   return box;
 }
@@ -389,19 +467,24 @@ async function recordPage(key, rid) {
       h("dt", {}, "refusal class (string match)"), h("dd", {}, data.row.refusal || "–"),
       rec.filtered_reason ? [h("dt", {}, "filtered"), h("dd", {class: "error"}, rec.filtered_reason)] : "",
       rec.error ? [h("dt", {}, "error"), h("dd", {class: "error"}, `${rec.error.stage ? rec.error.stage + ": " : ""}${rec.error.type || ""}: ${rec.error.message || ""}`)] : ""),
-    reviewBox(key, rec.id, data.review),
     ...section("Prompt", cw(rec.prompt || "", "div"), h("div", {class: "cw-hint"}, "blurred by the content warning; click to reveal")),
     (rec.intents && rec.intents.length) ? section("Intents", h("ul", {}, rec.intents.map(t => h("li", {}, t)))) : [],
-    initial ? section("Initial CoT and response", thoughtList(initial.thoughts), h("div", {class: "text card"}, initial.response || "")) : [],
+    initial ? section("Initial CoT and response", thoughtList(initial.thoughts), cw(h("div", {class: "text card", id: "initial-response"}, initial.response || ""))) : [],
     deliberationTurns(rec),
     removedSection(rec),
-    section("Final CoT and response", thoughtList(rec.cot), h("div", {class: "text card", id: "response"}, rec.response || "")),
+    section("Final CoT and response", thoughtList(rec.cot), cwIf(harmfulAnswer(rec, data.row.refusal), h("div", {class: "text card", id: "response"}, rec.response || ""))),
     dpoSection(rec),
     scoresSection(rec),
     section("Provenance", h("pre", {}, JSON.stringify(rec.provenance || null, null, 2))),
     rec.meta ? section("Meta", h("pre", {}, JSON.stringify(rec.meta, null, 2))) : [],
   ];
+  const next = data.next !== null ? () => go(["run", key, "record", data.next]) : null;
+  const prev = data.prev !== null ? () => go(["run", key, "record", data.prev]) : null;
+  const box = reviewBox(key, rec.id, data.review, {record: rec, label: data.review_label, next});
+  body.splice(1, 0, box);
+  nav.appendChild(revealButton());
   app.replaceChildren(...body.flat(Infinity).filter(x => x !== "" && x != null));
+  recordKeys({box, next, prev, up: () => go(["run", key])});
   window.scrollTo(0, 0);
 }
 
@@ -417,22 +500,28 @@ async function comparePage(params) {
   const toggle = h("label", {}, h("input", {type: "checkbox", checked: params.get("only") === "diff", id: "only-diff",
     onchange: e => { const p = new URLSearchParams(params); if (e.target.checked) p.set("only", "diff"); else p.delete("only"); p.delete("offset"); go(["compare"], p); }}),
     " only records that differ");
-  const head = ["id", "", ...data.files.map(f => f.label)];
+  const abbr = abbreviations(metrics);
+  const head = ["id", "", "prompt", ...data.files.map((f, i) => i ? f.label : `${f.label} (reference)`)];
   const cell = c => c ? h("td", {}, statusBadge(c.status), " ", c.stop || "", c.rounds != null ? ` r${c.rounds}` : "", " ", c.refusal || "",
-      metrics.length ? h("div", {class: "small"}, metrics.map(m => `${m.slice(0, 12)} ${c.scores[m] ?? "–"}`).join(" · ")) : "", " ", reviewBadge(c.review))
+      metrics.length ? h("div", {class: "small"}, scoreCell(c.scores, metrics, abbr)) : "", " ", reviewBadge(c.review))
     : h("td", {class: "muted"}, "missing");
-  const rows = data.rows.map(r => h("tr", {class: "rec", onclick: () => go(["compare", r.id], new URLSearchParams({files}))},
-    h("td", {class: "nowrap"}, r.id), h("td", {}, r.differs ? badge("differs", "diffmark") : badge("same")), r.cells.map(cell)));
+  const rows = data.rows.map(r => {
+    const first = r.cells.find(c => c);
+    return h("tr", {class: "rec", "data-id": r.id, onclick: () => go(["compare", r.id], new URLSearchParams({files}))},
+      h("td", {class: "nowrap"}, r.id), h("td", {}, r.differs ? badge("differs", "diffmark") : badge("same")),
+      h("td", {class: "prompt"}, cw(first ? first.prompt : "")), r.cells.map(cell));
+  });
   const summary = h("div", {id: "summary"});
   if (metrics.length) summaryTable(files.split(",")).then(t => summary.replaceChildren(t || "")).catch(e => showError(e.message));
-  app.replaceChildren(h("h1", {}, `Compare ${data.files.length} runs by id`),
-    h("p", {class: "muted"}, `${data.ids} id(s), ${data.shared} in every run; "differs": the CoT, the response or the status differ, or a run lacks the id`),
+  app.replaceChildren(h("h1", {}, `Compare ${data.files.length} runs by id`, " ", revealButton()),
+    h("p", {class: "muted"}, `${data.ids} id(s), ${data.shared} in every run; "differs": the CoT, the response or the status differ, or a run lacks the id; differences are against the reference, ${data.files[0].label}`),
     summary, h("div", {class: "filters"}, toggle),
     h("div", {class: "pager"},
       h("button", {disabled: offset <= 0, onclick: () => { const p = new URLSearchParams(params); p.set("offset", Math.max(0, offset - PAGE)); go(["compare"], p); }}, "‹ previous"),
       h("span", {}, data.total ? `${offset + 1}–${Math.min(offset + PAGE, data.total)} of ${data.total}` : "nothing to show"),
       h("button", {disabled: offset + PAGE >= data.total, onclick: () => { const p = new URLSearchParams(params); p.set("offset", offset + PAGE); go(["compare"], p); }}, "next ›")),
-    h("table", {id: "compare"}, h("tr", {}, head.map(c => h("th", {}, c))), rows));
+    h("table", {id: "compare", class: "list"}, h("tr", {}, head.map(c => h("th", {class: c === "prompt" ? "wide" : ""}, c))), rows));
+  listKeys(rows.map(r => r.dataset.id), rid => go(["compare", rid], new URLSearchParams({files})));
 }
 
 async function compareRecordPage(rid, params) {
@@ -447,25 +536,78 @@ async function compareRecordPage(rid, params) {
     const r = res.record, first = i === 0 || res === base;
     const scores = r.scores ? Object.entries(r.scores).map(([m, s]) => `${m} ${s ?? "–"}`).join(" · ") : "";
     return h("div", {class: "card"}, h("h3", {}, h("a", {href: `#/run/${keys[i]}/record/${encodeURIComponent(rid)}`}, res.file.label), " ", statusBadge(r.status)),
+      reviewBox(keys[i], rid, res.review, {compact: true, label: res.review_label}),
       h("div", {class: "small muted"}, `stop ${r.stop_reason || "–"} · rounds ${(r.deliberation || {}).rounds ?? "–"} · refusal ${res.row.refusal || "–"}`),
       scores ? h("div", {class: "small"}, scores) : "",
-      h("h3", {}, "CoT", first ? "" : " (against the first run)"),
+      h("h3", {}, "CoT", first ? "" : " (against the reference)"),
       first ? h("div", {class: "text"}, thoughtsText(r.cot)) : diffView(thoughtsText(baseRec.cot), thoughtsText(r.cot)),
-      h("h3", {}, "response", first ? "" : " (against the first run)"),
-      first ? h("div", {class: "text"}, r.response || "") : diffView(baseRec.response || "", r.response || ""));
+      h("h3", {}, "response", first ? "" : " (against the reference)"),
+      cwIf(harmfulAnswer(r, res.row.refusal), first ? h("div", {class: "text"}, r.response || "") : diffView(baseRec.response || "", r.response || "")));
   };
   const grid = h("div", {class: "gridn", style: `grid-template-columns:repeat(${keys.length},1fr)`}, results.map(col));
-  app.replaceChildren(h("h1", {}, `Record ${rid} in ${keys.length} runs`), ...section("Prompt", cw(baseRec.prompt || "", "div")).flat(Infinity), h("h2", {}, "Side by side"), grid);
+  app.replaceChildren(h("h1", {}, `Record ${rid} in ${keys.length} runs`, " ", revealButton()), ...section("Prompt", cw(baseRec.prompt || "", "div")).flat(Infinity),
+    h("h2", {}, "Side by side"), h("p", {class: "muted small"}, `differences against ${fileInfo(keys[0]).label} (the reference)`), grid);
+  recordKeys({box: null, next: null, prev: null, up: () => go(["compare"], new URLSearchParams({files: keys.join(",")}))});
 }
+
+// ---------------------------------------------------------------- keyboard
+
+// One handler for the whole page; each page sets what the keys do.
+let KEYS = {};
+const HELP = [["j / ↓", "next record (list: move down; record page: next record)"], ["k / ↑", "previous record"],
+  ["Enter / o", "open the selected record (list)"], ["Ctrl+Enter", "in the editor: save the edit, then the next record"], ["a", "accept (then the next record, when \"next after saving\" is on)"],
+  ["r", "reject (then the next record)"], ["e", "needs edit: opens the editor for the response and each thought"],
+  ["n", "write a note (Esc leaves the box)"], ["s", "save the note with the current label"], ["u", "up: back to the list"],
+  ["b", "show all blurred text on this page"], ["?", "this help"]];
+
+function listKeys(ids, open) {
+  let at = -1;
+  const rows = () => [...app.querySelectorAll("tr.rec")];
+  const select = i => {
+    const all = rows();
+    if (!all.length) return;
+    at = Math.max(0, Math.min(all.length - 1, i));
+    all.forEach((r, k) => r.classList.toggle("selected", k === at));
+    all[at].scrollIntoView({block: "nearest"});
+  };
+  KEYS = {j: () => select(at + 1), ArrowDown: () => select(at + 1), k: () => select(at - 1), ArrowUp: () => select(at - 1),
+          Enter: () => at >= 0 && open(ids[at]), o: () => at >= 0 && open(ids[at]), b: revealAll};
+}
+
+function recordKeys({box, next, prev, up}) {
+  KEYS = {j: next, ArrowDown: next, ArrowRight: next, k: prev, ArrowUp: prev, ArrowLeft: prev, u: up, b: revealAll};
+  if (box) Object.assign(KEYS, {a: () => box.save("accept", true), r: () => box.save("reject", true), e: () => box.save("needs-edit", true),
+    n: () => box.note.focus(), s: () => { const l = box.querySelector("button.active"); if (l) box.save(l.dataset.label, true); }});
+}
+
+function toggleHelp() {
+  let el = document.getElementById("help");
+  if (el) { el.remove(); return; }
+  el = h("div", {id: "help", role: "dialog", onclick: () => el.remove()}, h("div", {class: "card"}, h("h2", {}, "Keys"),
+    h("table", {}, HELP.map(([k, what]) => h("tr", {}, h("td", {}, h("kbd", {}, k)), h("td", {}, what)))),
+    h("p", {class: "muted small"}, "Esc or click to close")));
+  document.body.appendChild(el);
+}
+
+document.addEventListener("keydown", e => {
+  const t = e.target;
+  const typing = t && (t.tagName === "TEXTAREA" || t.tagName === "INPUT" || t.tagName === "SELECT" || t.isContentEditable);
+  if (e.key === "Escape") { const help = document.getElementById("help"); if (help) help.remove(); if (typing) t.blur(); return; }
+  if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
+  if (e.key === "?") { e.preventDefault(); toggleHelp(); return; }
+  const action = KEYS[e.key];
+  if (action) { e.preventDefault(); action(); }
+});
 
 // ------------------------------------------------------------------- start
 
 const cwBox = document.getElementById("cw");
-cwBox.checked = localStorage.getItem("aidsafe-view-cw") !== "off";
-document.body.classList.toggle("cw-on", cwBox.checked);
+function setBlur(on) { cwBox.checked = on; document.body.classList.toggle("cw-on", on); }
+setBlur(localStorage.getItem("aidsafe-view-cw") !== "off");
 cwBox.addEventListener("change", () => {
-  document.body.classList.toggle("cw-on", cwBox.checked);
+  setBlur(cwBox.checked);
   localStorage.setItem("aidsafe-view-cw", cwBox.checked ? "on" : "off");
+  sessionStorage.setItem("aidsafe-view-cw-set", "1");
 });
 window.addEventListener("hashchange", route);
 route();

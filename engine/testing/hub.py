@@ -1,8 +1,19 @@
 """A local fake of the Hugging Face Hub's HTTP API, enough for
 ``HfApi.create_repo`` and ``HfApi.upload_folder`` (small files, which the
-Hub takes inline in the commit). It listens on 127.0.0.1 only, records every
-request, and keeps the repos it was given in memory; point the client at it
-with ``HF_ENDPOINT``."""
+Hub takes inline in the commit) and the card check of ``/api/validate-yaml``.
+It listens on 127.0.0.1 only, records every request, and keeps the repos it
+was given in memory. Use it to test a pipeline that ends in
+``aidsafe export --push-to-hub`` without a network or a real token::
+
+    from aidsafe.testing import FakeHub
+
+    with FakeHub(token="hf_test") as hub:
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "hf_test"}
+        # run `aidsafe export ... --push-to-hub me/data` with env, then:
+        assert "data/train-00000-of-00001.parquet" in hub.repos["me/data"].files
+
+(``huggingface_hub`` reads ``HF_ENDPOINT`` when it is imported: set it in the
+environment of a new process, or patch ``huggingface_hub.constants.ENDPOINT``.)"""
 
 from __future__ import annotations
 
