@@ -52,8 +52,8 @@ def flatten_branches(located: Located) -> Located:
         file, line = located.where(path)
         problems.append(f"{file}:{line} {format_path(path)}: {message}")
 
-    example = ("e.g.\n  - branch: borderline\n    when: \"screen == 'borderline'\"\n    stages:\n"
-               "      - {id: initial, kind: generate, agent: generator}")
+    example = ("e.g. `{branch: borderline, when: \"screen == 'borderline'\", stages: [{id: initial, kind: generate, "
+               "agent: generator}]}`")
     for i, item in enumerate(stages):
         if not is_branch_item(item):
             moved[("stages", i)] = ("stages", len(flat))

@@ -293,21 +293,10 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
 
     problems += _output_problems(data.get("output"), fields)
     policy = data.get("policies")
-    if isinstance(policy, list):  # written inline: the policy schema, at the recipe's lines
-        from aidsafe.config._policies import inline_policy_problems
+    if policy is not None:  # every form (a set, inline, {set, include, add}), each problem at its line
+        from aidsafe.config._policies import policies_problems
 
-        problems += inline_policy_problems(policy, located)
-    elif policy is not None:
-        ref = policy if isinstance(policy, str) else policy.get("set")
-        include = None if isinstance(policy, str) else policy.get("include")
-        try:
-            from aidsafe.config._policies import load_policy_set
-
-            load_policy_set(ref, Path(located.file).parent if located.file else None, include)
-        except RecipeError as exc:
-            problems += [(("policies",), p) for p in exc.problems]
-        except UserError as exc:
-            problems.append((("policies",), str(exc)))
+        problems += policies_problems(policy, located, Path(located.file).parent if located.file else None)
     return problems
 
 

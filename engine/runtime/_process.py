@@ -112,7 +112,7 @@ def build_record(item: InputRecord, program: Program, run=None, error: dict | No
         record["filtered_reason"] = run.filtered
     record["error"] = error
     record["provenance"] = {
-        "recipe": recipe.name, "recipe_hash": recipe.hash,
+        "recipe": recipe.name, "recipe_file": recipe.chain[0] if recipe.chain else None, "recipe_hash": recipe.hash,
         "policy_set": program.policies.name, "policy_hash": program.policies.hash,
         "models": {name: h.identity for name, h in sorted(program.models.items())},
         "agents": {name: a.model for name, a in sorted(recipe.agents.items())},
