@@ -40,6 +40,7 @@ class RunOptions:
     max_failures: int | None = None
     progress: bool = True
     progress_interval: float = LOG_INTERVAL  # seconds between progress lines in a log (not a terminal)
+    force_restart: bool = False  # drop the output's earlier records instead of resuming them
     executor: str = "thread"  # or "ray"
     ray_address: str | None = None
 
