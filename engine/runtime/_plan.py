@@ -129,17 +129,25 @@ def explain_record(program: Program, record_id: str, input_path: str | Path | No
     recipe = program.recipe
     cache = program.cache
     query = None
+    fields: dict = {}
     if input_path is not None:
-        for item in read_inputs(input_path, recipe.input_field, recipe.id_field):
+        for item in read_inputs(input_path, recipe.input_field, recipe.id_field, spec=recipe.input):
             if item.id == str(record_id):
-                query = item.prompt
+                query, fields = item.prompt, item.fields
                 break
         if query is None:
             return [f"record {record_id!r} is not in {input_path}"]
     lines = []
-    state = {"query": query} if query is not None else None
+    state = {"query": query, **fields} if query is not None else None
+    branches: dict[str, bool] = {}
     for stage in program.stage_modules():
         sid = stage.spec.id
+        if state is not None and _known_skip(stage, state, branches):
+            branch = getattr(stage, "branch", None)
+            why = f"branch {branch.name}: {branch.when.text}" if branch is not None and not branches[branch.name] \
+                else f"when: {stage.when.text}"
+            lines.append(f"[{sid}] skipped for this record ({why})")
+            continue
         before = cache.get_explain(recipe.name, record_id, sid)
         now = program.stage_components(stage)
         if state is not None:

@@ -254,15 +254,19 @@ def check_same_run(done: dict[str, dict], program: Program, output: Path) -> Non
     ``-o``."""
     import json
 
+    def text(value) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
     def same(a, b) -> bool:
-        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+        return text(a) == text(b)
 
     models = {name: handle.identity for name, handle in sorted(program.models.items())}
+    current = text(models)
     fix = (f"to start {output} again with the new setting, rerun with --force-restart (its records are "
            f"replaced); to keep them, write to a new output, e.g. -o {output.with_suffix('')}-2.jsonl")
     for record_id, prev in done.items():
         old = prev.get("models")
-        if isinstance(old, dict) and not same(old, models):
+        if isinstance(old, dict) and text(old) != current:
             changed = [name for name in sorted(set(old) | set(models)) if not same(old.get(name), models.get(name))]
             detail = "; ".join(f"{name}: {_model_text(old.get(name))} -> {_model_text(models.get(name))}"
                                for name in changed)

@@ -201,3 +201,23 @@ def test_a_branch_in_the_mapping_form_and_a_child_patching_a_branch_stage(recipe
     with pytest.raises(RecipeError) as info:
         load_recipe(bad)
     assert "bad.yaml:3 stages[1].agent: unknown agent 'nobody'" in str(info.value)  # the patch's own line
+
+
+def test_cache_explain_says_which_stages_a_branch_skipped(fake, recipe_file, prompts, tmp_path):
+    from aidsafe.models._inspect import inspection_models
+    from aidsafe.pipeline._compile import compile_recipe
+    from aidsafe.runtime._plan import explain_record
+    from aidsafe.store._cache import Cache
+
+    fake.rules = [("SCREEN", _screen),
+                  ("CRITIC_", {"critique": "fine", "agree": True, "revised_thoughts": [], "revised_response": ""}),
+                  ("FINAL", {"revised_response": "Final."})]
+    path, inputs = recipe_file(ROUTED), prompts(PROMPTS)
+    aidsafe.run(path, inputs, tmp_path / "out.jsonl", options(tmp_path / "c"))
+    recipe = load_recipe(path)
+    cache = Cache(tmp_path / "c")
+    program = compile_recipe(recipe, inspection_models(recipe, {"default": "fake:test"}, identity="backend",
+                                                       cache=cache), cache=cache)
+    lines = explain_record(program, "r2", inputs)  # the cake: benign
+    assert "[initial] skipped for this record (branch borderline: label_ == 'borderline')" in lines
+    assert "[answer] cache hit" in lines
