@@ -1,10 +1,12 @@
 """Policy sets: YAML data validated by ``schemas/policy.schema.json``.
 
-A recipe names a set (``aidsafe`` -> ``policies/aidsafe.yaml``) or gives a
-path inside ``policies/`` or the recipe's folder, and may keep only some ids;
-or it writes its policies inline (a list of ``{id, name, statement, allowed,
-disallowed}``), checked against the same schema, each problem at its line.
-The hash covers exactly the text the agents see, so editing a policy
+A recipe (or a judges file) names a set (``aidsafe`` -> ``policies/aidsafe.yaml``)
+or gives a path inside ``policies/`` or its own folder; writes its policies
+inline (a list of ``{id, name, statement, allowed, disallowed}``); or takes a
+set's ids and adds its own (``{set, include, add}``, ids and inline policies
+mixed in ``include``). :func:`resolve_policies` is the one resolver of all
+forms, :func:`policies_problems` its checks, each at its line. The hash covers
+exactly the text the agents see (never the set's name), so editing a policy
 invalidates every cached stage that reads the policies and nothing else.
 """
 
@@ -17,7 +19,7 @@ from pathlib import Path
 from aidsafe._util import paths
 from aidsafe._util.errors import RecipeError, UserError
 from aidsafe._util.hashing import sha256_of
-from aidsafe.config._schema import describe_error, load_schema, validate_document
+from aidsafe.config._schema import load_schema, validate_document
 from aidsafe.config._yaml import Located, PathKey, format_path, load_yaml_file
 
 # The name of a set written inside a recipe. Constant, so the set's hash (in
@@ -221,25 +223,6 @@ def _named_set(ref: str, base: Path | None, at: PathKey, problems: list) -> tupl
         problems.append((at, str(exc)))
         return ref, "", []
     return loaded.name, loaded.source, list(loaded.policies)
-
-
-def inline_policy_problems(items: list, located: Located) -> list[tuple[PathKey, str]]:
-    """Problems with policies written inside a recipe (``policies: [...]``), as
-    (JSON path in the recipe, message): the items are checked against
-    ``schemas/policy.schema.json``, then for duplicate ids."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(load_schema("policy.schema.json"))
-    problems = [describe_error(error) for error in validator.iter_errors({"name": INLINE, "policies": items})]
-    if not problems:
-        problems = _duplicate_ids(items)
-    return sorted(set(problems), key=lambda item: located.where(item[0])[1])
-
-
-def inline_policy_set(items: list, source: str) -> PolicySet:
-    """The policy set a recipe writes inline (already checked by
-    :func:`inline_policy_problems` when the recipe loaded)."""
-    return PolicySet(name=INLINE, source=source, policies=tuple(_policies(items)))
 
 
 def _policies(items: list[dict]) -> list[Policy]:

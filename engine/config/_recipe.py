@@ -235,7 +235,7 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
                                                f"known kinds: {', '.join(STAGES.names())}"))
             continue
         kind_cls = STAGES.get(kind)
-        problems += _branch_problems(stage, base, index, stages, seen_ids, fields, agents)
+        problems += _branch_problems(stage, base, index, stages, fields, agents)
         problems += _condition_problems(stage, base, "when", fields, agents)
         stage_contract = contract = kind_cls.contract_for(stage, agents, dict(fields))
         problems += kind_cls.check_flow(stage, agents, dict(fields))
@@ -345,7 +345,7 @@ def _input_problems(cfg: Any, agents: dict) -> list[tuple[PathKey, str]]:
     return problems
 
 
-def _branch_problems(stage: dict, base: PathKey, index: int, stages: list, seen_ids: dict, fields: dict,
+def _branch_problems(stage: dict, base: PathKey, index: int, stages: list, fields: dict,
                      agents: dict) -> list[tuple[PathKey, str]]:
     """A stage of a branch (``branch: {name, when}``, see config/_branches.py):
     at the branch's first stage, its condition against the fields written
