@@ -64,6 +64,13 @@ class PolicySet:
         return sha256_of({"text": self.text})
 
     @property
+    def known_hashes(self) -> frozenset[str]:
+        """:attr:`hash` and the older hash of name and text that records
+        written before aidsafe hashed the text alone carry: resume and eval
+        take both as these policies."""
+        return frozenset({self.hash, sha256_of({"name": self.name, "text": self.text})})
+
+    @property
     def ids(self) -> list[str]:
         return [p.id for p in self.policies]
 

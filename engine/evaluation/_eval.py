@@ -514,7 +514,7 @@ def recipe_policies(records: list[dict], path) -> PolicySet:
         raise UserError(f"{path}: `policies: recipe`: the records were made by recipe {ref!r}, which cannot be "
                         f"read here ({str(exc).splitlines()[0]}); run eval where the run was started, or {fix}") from None
     hashes = {(r.get("provenance") or {}).get("policy_hash") for r in records} - {None}
-    if hashes and policy_set.hash not in hashes:
+    if hashes and not hashes & policy_set.known_hashes:
         raise UserError(f"{path}: `policies: recipe`: recipe {ref!r} has other policies now than when these records "
                         f"were made (policy hash {sorted(hashes)[0][:12]}, now {policy_set.hash[:12]}); {fix}")
     return policy_set
@@ -527,7 +527,7 @@ def _check_policy(records: list[dict], panel: JudgePanel, path, warnings: list[s
     if not uses_policies or policy_set is None:
         return
     hashes = {(r.get("provenance") or {}).get("policy_hash") for r in records} - {None}
-    if hashes and hashes != {policy_set.hash}:
+    if hashes and not hashes <= policy_set.known_hashes:
         names = sorted({str((r.get("provenance") or {}).get("policy_set")) for r in records})
         warnings.append(f"{path}: records were generated under policy set {', '.join(names)} with a different "
                         f"text than {policy_set.name!r} ({policy_set.source}), which the faithfulness judges read; "

@@ -272,7 +272,7 @@ def check_same_run(done: dict[str, dict], program: Program, output: Path) -> Non
                                for name in changed)
             raise UserError(f"{output} holds records made by other models (record {record_id!r}: {detail}); "
                             f"resuming would mix two models' records in one file; {fix}")
-        if prev.get("policy_hash") and prev["policy_hash"] != program.policies.hash:
+        if prev.get("policy_hash") and prev["policy_hash"] not in program.policies.known_hashes:
             raise UserError(f"{output} holds records made under another policy text (record {record_id!r}: "
                             f"policy hash {prev['policy_hash'][:12]}, now {program.policies.hash[:12]} for "
                             f"{program.policies.name!r}); resuming would mix them; {fix}")

@@ -143,3 +143,11 @@ def test_policies_recipe_without_records_says_what_to_do(fake, tmp_path):
 
 def test_shipped_judges_still_load():
     assert load_judges(ROOT / "recipes" / "judges.yaml").policies == "aidsafe"
+
+
+def test_records_with_the_older_name_and_text_hash_still_count_as_the_same_policies():
+    from aidsafe._util.hashing import sha256_of
+
+    policies = load_policy_set("aidsafe")
+    assert sha256_of({"name": "aidsafe", "text": policies.text}) in policies.known_hashes
+    assert policies.hash in policies.known_hashes
