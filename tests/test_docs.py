@@ -69,5 +69,6 @@ def test_every_command_is_in_the_cli_reference():
     for name in commands(main):
         assert f"aidsafe {name.split()[0]}" in README, name
     help_text = CliRunner().invoke(main, ["run", "--help"]).output
-    for option in ("--plan", "--model", "--workers", "--max-failures", "--no-cache", "--cache-dir", "--keep-failed"):
+    for option in ("--plan", "--model", "--workers", "--max-failures", "--no-cache", "--cache-dir", "--keep-failed",
+                   "--force-restart"):
         assert option in help_text and option in README, option

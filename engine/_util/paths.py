@@ -112,7 +112,7 @@ def resolve_inside(path: str, base: Path, allowed: list[Path], what: str) -> Pat
         except ValueError:
             continue
     names = ", ".join(str(a) for a in allowed)
-    raise UserError(f"{what} {path!r} resolves to {resolved}, outside the allowed folders ({names}); "
+    raise UserError(f"{what} {path!r} resolves to {_printable(resolved)}, outside the allowed folders ({names}); "
                     "move the file into one of them")
 
 
@@ -130,3 +130,8 @@ def make_parent(path: str | os.PathLike[str]) -> None:
     except PermissionError as exc:
         raise UserError(f"cannot write {path}: cannot create its folder ({exc.strerror}); "
                         "choose a folder you can write to") from None
+
+
+def _printable(path: Path) -> str:
+    """A path for a one-line message: a control character (a CR in a name) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))

@@ -105,7 +105,9 @@ def optimize_command(recipe, trainset, out_dir, metric, optimizer, roles, val_fr
     from aidsafe._util.progress import library_bars_off_in_logs
 
     library_bars_off_in_logs()  # before DSPy (and so tqdm) is imported
+    from aidsafe.config._recipe import load_recipe
     from aidsafe.evaluation._report import to_markdown
+    from aidsafe.models._routing import routing_report
     from aidsafe.tools._optimize import OptimizeOptions, optimize
 
     options = OptimizeOptions(optimizer=optimizer, metric=metric, roles=_roles(roles), val_fraction=val_fraction,
@@ -116,6 +118,9 @@ def optimize_command(recipe, trainset, out_dir, metric, optimizer, roles, val_fr
                               trials=trials, candidates=candidates, neighbours=neighbours, embedder=embedder,
                               field=field, id_field=id_field, limit=limit,
                               workers=workers, cache_dir=cache_dir, use_cache=not no_cache, force=force)
+    lines, warnings = routing_report(load_recipe(recipe), options.model_overrides)
+    for line in (lines if not quiet else []) + warnings:  # before any model is built or called
+        click.echo(line, err=True)
     with _quiet(quiet):
         result = optimize(recipe, trainset, out_dir, options)
     click.echo(to_markdown(result.tables()))

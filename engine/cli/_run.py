@@ -24,11 +24,15 @@ from aidsafe.cli._options import cache_options, model_overrides
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N records.")
 @click.option("--workers", type=click.IntRange(min=1), help="Records in flight at once (default: the models' concurrency).")
 @click.option("--model", "models", multiple=True, metavar="NAME=MODEL",
-              help="Override a model of the recipe, e.g. --model default=local:smoke or default=openai/gpt-4o-mini.")
+              help="Override a model of the recipe, e.g. --model default=local:smoke or default=openai/gpt-4o-mini; "
+                   "'*=MODEL' overrides every model (judge and embed too). Each model's route is printed first.")
 @click.option("--api-base", metavar="URL",
               help="OpenAI-compatible endpoint for every remote model of the recipe (openai/NAME, hosted_vllm/NAME), "
                    "e.g. http://127.0.0.1:8080/v1 from `aidsafe serve`; local: models are unaffected.")
 @click.option("--plan", is_flag=True, help="Dry run: per stage, records reused from the cache and new LM calls.")
+@click.option("--force-restart", is_flag=True,
+              help="Start the output again: drop its earlier records instead of resuming them (needed when the "
+                   "models or the policy text changed since they were written).")
 @click.option("--retry-failed/--keep-failed", default=True, help="On resume, recompute records that failed before (default) or keep them.")
 @click.option("--max-failures", type=click.IntRange(min=0), help="Abort when more than N records fail.")
 @click.option("--executor", type=click.Choice(["thread", "ray"]), default="thread", show_default=True,
@@ -38,7 +42,7 @@ from aidsafe.cli._options import cache_options, model_overrides
 @cache_options
 @user_errors
 def run_command(recipe, input_path, output_path, field, id_field, limit, workers, models, api_base, plan,
-                retry_failed, max_failures, executor, ray_address, quiet, cache_dir, no_cache):
+                force_restart, retry_failed, max_failures, executor, ray_address, quiet, cache_dir, no_cache):
     """Run RECIPE over the prompts in --input, writing one record per prompt."""
     from aidsafe.runtime._records import input_source
     from aidsafe.runtime._run import RunOptions
@@ -51,7 +55,8 @@ def run_command(recipe, input_path, output_path, field, id_field, limit, workers
     options = RunOptions(cache_dir=cache_dir, use_cache=not no_cache, workers=workers, model_overrides=overrides,
                          api_base=api_base,
                          field=field, id_field=id_field, limit=limit, retry_failed=retry_failed,
-                         max_failures=max_failures, progress=not quiet, executor=executor, ray_address=ray_address)
+                         max_failures=max_failures, progress=not quiet, executor=executor, ray_address=ray_address,
+                         force_restart=force_restart)
     if output_path is None:
         raise click.UsageError("--output is required (or use --plan)")
     input_source(input_path)  # a missing or unreadable input fails before the recipe is compiled
@@ -93,11 +98,17 @@ def _plan(recipe, input_path, field, id_field, limit, overrides, cache_dir, no_c
     from aidsafe._util.paths import default_cache_dir
     from aidsafe.config._recipe import load_recipe
     from aidsafe.models._inspect import inspection_models
+    from aidsafe.models._routing import routing_report
     from aidsafe.pipeline._compile import compile_recipe
     from aidsafe.runtime._plan import plan_run
     from aidsafe.store._cache import Cache
 
     loaded = load_recipe(recipe)
+    lines, warnings = routing_report(loaded, overrides, api_base)
+    for line in lines:
+        click.echo(line)
+    for warning in warnings:
+        click.echo(warning, err=True)
     cache = Cache(cache_dir or default_cache_dir(), enabled=not no_cache)
     models = inspection_models(loaded, overrides, identity="backend", cache=cache, api_base=api_base)
     program = compile_recipe(loaded, models, cache=cache)

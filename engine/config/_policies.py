@@ -1,10 +1,12 @@
 """Policy sets: YAML data validated by ``schemas/policy.schema.json``.
 
-A recipe names a set (``aidsafe`` -> ``policies/aidsafe.yaml``) or gives a
-path inside ``policies/`` or the recipe's folder, and may keep only some ids;
-or it writes its policies inline (a list of ``{id, name, statement, allowed,
-disallowed}``), checked against the same schema, each problem at its line.
-The hash covers exactly the text the agents see, so editing a policy
+A recipe (or a judges file) names a set (``aidsafe`` -> ``policies/aidsafe.yaml``)
+or gives a path inside ``policies/`` or its own folder; writes its policies
+inline (a list of ``{id, name, statement, allowed, disallowed}``); or takes a
+set's ids and adds its own (``{set, include, add}``, ids and inline policies
+mixed in ``include``). :func:`resolve_policies` is the one resolver of all
+forms, :func:`policies_problems` its checks, each at its line. The hash covers
+exactly the text the agents see (never the set's name), so editing a policy
 invalidates every cached stage that reads the policies and nothing else.
 """
 
@@ -17,7 +19,7 @@ from pathlib import Path
 from aidsafe._util import paths
 from aidsafe._util.errors import RecipeError, UserError
 from aidsafe._util.hashing import sha256_of
-from aidsafe.config._schema import describe_error, load_schema, validate_document
+from aidsafe.config._schema import load_schema, validate_document
 from aidsafe.config._yaml import Located, PathKey, format_path, load_yaml_file
 
 # The name of a set written inside a recipe. Constant, so the set's hash (in
@@ -57,7 +59,16 @@ class PolicySet:
 
     @cached_property
     def hash(self) -> str:
-        return sha256_of({"name": self.name, "text": self.text})
+        """sha256 of the text only: the same policies under another set name
+        (a subset, an inline copy) are the same policies."""
+        return sha256_of({"text": self.text})
+
+    @property
+    def known_hashes(self) -> frozenset[str]:
+        """:attr:`hash` and the older hash of name and text that records
+        written before aidsafe hashed the text alone carry: resume and eval
+        take both as these policies."""
+        return frozenset({self.hash, sha256_of({"name": self.name, "text": self.text})})
 
     @property
     def ids(self) -> list[str]:
@@ -106,23 +117,119 @@ def load_policy_set(ref: str, base: Path | None = None, include: list[str] | Non
     return PolicySet(name=data["name"], source=located.file, policies=tuple(policies))
 
 
-def inline_policy_problems(items: list, located: Located) -> list[tuple[PathKey, str]]:
-    """Problems with policies written inside a recipe (``policies: [...]``), as
-    (JSON path in the recipe, message): the items are checked against
-    ``schemas/policy.schema.json``, then for duplicate ids."""
+POLICY_FORMS = ("write `policies:` as a set name (aidsafe), a list of {id, name, statement, allowed, disallowed}, "
+                "or {set: aidsafe, include: [ID or {id, name, statement, ...}], add: [{id, name, statement, ...}]}")
+
+
+def policies_problems(value, located: Located, base: Path | None, at: PathKey = ("policies",)) -> list[tuple[PathKey, str]]:
+    """Every problem with a ``policies:`` value in any of its forms (see
+    :func:`resolve_policies`), as (JSON path in the document, message)."""
+    try:
+        _resolve(value, base, located, at, "")
+    except _Problems as exc:
+        return exc.problems
+    return []
+
+
+def resolve_policies(value, base: Path | None, source: str = "") -> PolicySet:
+    """The policy set a ``policies:`` value gives (already checked by
+    :func:`policies_problems` when its file loaded):
+
+    - ``aidsafe`` (a set in policies/, or a path);
+    - ``[{id, name, statement, allowed, disallowed}, ...]``: written inline;
+    - ``{set: aidsafe, include: [ID | {policy}], add: [{policy}]}``: the set,
+      only the ids ``include`` names (all without ``include``), then the
+      inline policies of ``include`` and ``add``, in order.
+    """
+    try:
+        return _resolve(value, base, Located(value), (), source)
+    except _Problems as exc:
+        raise UserError("policies: " + "; ".join(message for _, message in exc.problems)) from None
+
+
+class _Problems(Exception):
+    def __init__(self, problems: list[tuple[PathKey, str]]):
+        super().__init__(problems)
+        self.problems = problems
+
+
+def _resolve(value, base: Path | None, located: Located, at: PathKey, source: str) -> PolicySet:
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(load_schema("policy.schema.json"))
-    problems = [describe_error(error) for error in validator.iter_errors({"name": INLINE, "policies": items})]
-    if not problems:
-        problems = _duplicate_ids(items)
-    return sorted(set(problems), key=lambda item: located.where(item[0])[1])
+    problems: list[tuple[PathKey, str]] = []
+    chosen: list[tuple[PathKey, dict | Policy]] = []  # (where it was written, policy)
+
+    def inline(items: list, where: PathKey) -> None:
+        objects = [(i, item) for i, item in enumerate(items) if not isinstance(item, str)]
+        if not objects:
+            return
+        # an object the policy schema refuses is left out: the recipe's (or judges file's) schema, which
+        # describes inline policies, reports it at its line
+        chosen.extend((where + (i,), item) for i, item in objects
+                      if not any(True for _ in validator.iter_errors({"name": INLINE, "policies": [item]})))
+
+    name, set_source = INLINE, source
+    if isinstance(value, str):
+        name, set_source, found = _named_set(value, base, at, problems)
+        chosen = [((), p) for p in found]
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                problems.append((at + (i,), f"policy id {item!r} names no set here; to keep ids of a set and add "
+                                            f"your own, write `policies: {{set: aidsafe, include: [{item}, ...], "
+                                            "add: [{id, name, statement}]}`"))
+        inline(value, at)
+    elif isinstance(value, dict):
+        ref, include, add = value.get("set"), value.get("include"), value.get("add")
+        found: list[Policy] = []
+        if isinstance(ref, str):
+            name, set_source, found = _named_set(ref, base, at + ("set",), problems)
+        ids = [p.id for p in found]
+        if isinstance(include, list):
+            wanted = [i for i in include if isinstance(i, str)]
+            for k, item in enumerate(include):
+                if isinstance(item, str) and found and item not in ids:
+                    from aidsafe._util.registry import suggest
+
+                    problems.append((at + ("include", k), f"policy id {item!r} is not in set {ref!r}"
+                                                          f"{suggest(item, ids)}; known ids: {', '.join(ids)}"))
+            chosen = [((), p) for p in found if p.id in wanted]
+            inline(include, at + ("include",))
+        else:
+            chosen = [((), p) for p in found]
+        if isinstance(add, list):
+            inline(add, at + ("add",))
+        if include is not None or add is not None:
+            name = f"{name}+" if add or any(not isinstance(i, str) for i in include or []) else name
+    if problems:
+        raise _Problems(sorted(set(problems), key=lambda item: located.where(item[0])[1]))
+    policies = [p if isinstance(p, Policy) else _policies([p])[0] for _, p in chosen]
+    first: dict[str, str] = {}
+    for (where, _), policy in zip(chosen, policies):
+        if policy.id in first:
+            fix = "; rename the added one, or leave the set's out of `include:`" \
+                if first[policy.id].startswith("set ") else ""
+            problems.append((where + ("id",) if where else at,
+                             f"duplicate policy id {policy.id!r} (also {first[policy.id]}); ids must be unique{fix}"))
+        first.setdefault(policy.id, format_path(where) if where else f"set {name.rstrip('+')!r}")
+    if problems:
+        raise _Problems(problems)
+    return PolicySet(name=name, source=set_source, policies=tuple(policies))
 
 
-def inline_policy_set(items: list, source: str) -> PolicySet:
-    """The policy set a recipe writes inline (already checked by
-    :func:`inline_policy_problems` when the recipe loaded)."""
-    return PolicySet(name=INLINE, source=source, policies=tuple(_policies(items)))
+def _named_set(ref: str, base: Path | None, at: PathKey, problems: list) -> tuple[str, str, list[Policy]]:
+    """A policy set file's name, source and policies; a problem at ``at``
+    (and no policies) when it cannot be loaded."""
+    try:
+        loaded = load_policy_set(ref, base)
+    except RecipeError as exc:
+        problems.extend((at, p) for p in exc.problems)
+        return ref, "", []
+    except UserError as exc:
+        problems.append((at, str(exc)))
+        return ref, "", []
+    return loaded.name, loaded.source, list(loaded.policies)
 
 
 def _policies(items: list[dict]) -> list[Policy]:

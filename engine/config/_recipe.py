@@ -15,6 +15,7 @@ from typing import Any
 from aidsafe._util import paths
 from aidsafe._util.errors import RecipeError, UserError
 from aidsafe._util.registry import suggest
+from aidsafe.config._branches import flatten_branches, is_branch_item
 from aidsafe.config._schema import raise_located, schema_problems
 from aidsafe.config._specs import AgentSpec, FieldSpec, InputSpec, ModelSpec, Recipe, StageSpec
 from aidsafe.config._yaml import Located, PathKey, format_path, load_yaml_file
@@ -85,9 +86,12 @@ def _load_chain(path: Path, display: str, seen: list[str]) -> tuple[dict, dict, 
                            f"policies, agents, stages), found {type(data).__name__}"], source=display)
     chain = seen + [display]
     parent_ref = data.get("extends")
+    if parent_ref is None and isinstance(data.get("stages"), dict):
+        located = Located(_stage_mapping_as_list(data), _stage_lines_by_index(data, located), located.file)
+    # each file's branches become flat stages with `branch: {name, when}` before patching and the schema
+    located = flatten_branches(located)
+    data = located.data
     if parent_ref is None:
-        if isinstance(data.get("stages"), dict):
-            return _stage_mapping_as_list(data), _stage_lines_by_index(data, located), chain
         return data, dict(located.lines), chain
     if not isinstance(parent_ref, str):
         file, line = located.where(("extends",))
@@ -122,8 +126,8 @@ def _stage_mapping_as_list(data: dict) -> dict:
     """``stages: {id: stage, ...}`` in a recipe that extends nothing: the same
     stages as a list, in order, each with its key as ``id`` (checked as list
     stages are; a value that is not a mapping is reported by the schema)."""
-    stages = [{"id": stage_id, **spec} if isinstance(spec, dict) else spec
-              for stage_id, spec in data["stages"].items()]
+    stages = [({"branch": stage_id, **spec} if is_branch_item(spec) else {"id": stage_id, **spec})
+              if isinstance(spec, dict) else spec for stage_id, spec in data["stages"].items()]
     return {**data, "stages": stages}
 
 
@@ -231,6 +235,7 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
                                                f"known kinds: {', '.join(STAGES.names())}"))
             continue
         kind_cls = STAGES.get(kind)
+        problems += _branch_problems(stage, base, index, stages, fields, agents)
         problems += _condition_problems(stage, base, "when", fields, agents)
         stage_contract = contract = kind_cls.contract_for(stage, agents, dict(fields))
         problems += kind_cls.check_flow(stage, agents, dict(fields))
@@ -288,21 +293,10 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
 
     problems += _output_problems(data.get("output"), fields)
     policy = data.get("policies")
-    if isinstance(policy, list):  # written inline: the policy schema, at the recipe's lines
-        from aidsafe.config._policies import inline_policy_problems
+    if policy is not None:  # every form (a set, inline, {set, include, add}), each problem at its line
+        from aidsafe.config._policies import policies_problems
 
-        problems += inline_policy_problems(policy, located)
-    elif policy is not None:
-        ref = policy if isinstance(policy, str) else policy.get("set")
-        include = None if isinstance(policy, str) else policy.get("include")
-        try:
-            from aidsafe.config._policies import load_policy_set
-
-            load_policy_set(ref, Path(located.file).parent if located.file else None, include)
-        except RecipeError as exc:
-            problems += [(("policies",), p) for p in exc.problems]
-        except UserError as exc:
-            problems.append((("policies",), str(exc)))
+        problems += policies_problems(policy, located, Path(located.file).parent if located.file else None)
     return problems
 
 
@@ -351,11 +345,47 @@ def _input_problems(cfg: Any, agents: dict) -> list[tuple[PathKey, str]]:
     return problems
 
 
+def _branch_problems(stage: dict, base: PathKey, index: int, stages: list, fields: dict,
+                     agents: dict) -> list[tuple[PathKey, str]]:
+    """A stage of a branch (``branch: {name, when}``, see config/_branches.py):
+    at the branch's first stage, its condition against the fields written
+    before the branch; its name is neither a stage id nor a second branch."""
+    branch = stage.get("branch")
+    if not isinstance(branch, dict) or not isinstance(branch.get("name"), str):
+        return []
+    name = branch["name"]
+    previous = stages[index - 1] if index else None
+    if isinstance(previous, dict) and isinstance(previous.get("branch"), dict) \
+            and previous["branch"].get("name") == name:
+        return []  # not the branch's first stage: checked there
+    where = base + ("branch",)
+    ids = {s.get("id"): i for i, s in enumerate(stages) if isinstance(s, dict)}
+    problems: list[tuple[PathKey, str]] = []
+    if name in ids:
+        problems.append((where + ("name",), f"branch {name!r} has the name of stage {name!r} (stages[{ids[name]}]); "
+                                            "give the branch its own name"))
+    earlier = [i for i, s in enumerate(stages[:index]) if isinstance(s, dict)
+               and isinstance(s.get("branch"), dict) and s["branch"].get("name") == name]
+    if earlier:
+        problems.append((where + ("name",), f"two branches are named {name!r} (also stages[{earlier[0]}]); "
+                                            "give each its own name, or merge them into one"))
+    return problems + _condition_problems(branch, where, "when", fields, agents)
+
+
 def _condition_problems(stage: dict, base: PathKey, key: str, fields: dict, agents: dict) -> list[tuple[PathKey, str]]:
     """A stage's ``when:`` (fields written before it) or ``where:`` (after
     it): the condition parses, every field it reads exists by then, and a
     text compared with an ``enum`` field is one of its values."""
-    from aidsafe.pipeline._conditions import ConditionError, ListLit, Literal, Path, comparisons, parse, paths
+    from aidsafe.pipeline._conditions import (
+        ConditionError,
+        ListLit,
+        Literal,
+        Path,
+        comparisons,
+        parse,
+        paths,
+        type_problems,
+    )
 
     text = stage.get(key)
     if not isinstance(text, str):
@@ -383,7 +413,9 @@ def _condition_problems(stage: dict, base: PathKey, key: str, fields: dict, agen
         sides = (compare.left, compare.right)
         field_path = next((s for s in sides if isinstance(s, Path) and len(s.parts) == 1), None)
         spec = fields.get(field_path.parts[0]) if field_path else None
-        if spec is None or not spec.enum:
+        mismatched = type_problems(text, compare, spec.name, spec.type) if spec is not None else []
+        problems += [(where, message) for message in mismatched]
+        if spec is None or not spec.enum or mismatched:
             continue
         values = [s.value for s in sides if isinstance(s, Literal)]
         values += [i.value for s in sides if isinstance(s, ListLit) for i in s.items]
@@ -535,6 +567,16 @@ def _field_problems(data: dict, located: Located, path: Path) -> list[tuple[Path
         outputs = agent.get("outputs") if isinstance(agent, dict) else None
         for out_name in outputs if isinstance(outputs, dict) else {}:
             extras.add(out_name)
+            out = outputs[out_name]
+            if isinstance(out, dict) and out.get("enum") and out.get("type") not in (None, "str"):
+                values = ", ".join(map(str, out["enum"]))
+                numeric = out["type"] in ("int", "float")
+                problems.append((("agents", name, "outputs", out_name, "enum"),
+                                 f"`enum:` lists allowed text values and applies to `type: str` fields; {out_name!r} is "
+                                 f"`type: {out['type']}`, so [{values}] would make it text; "
+                                 + (f"drop `enum:` and bound the number with a condition, e.g. "
+                                    f"`where: \"{out_name} >= 1 and {out_name} <= 5\"`, or drop `type: {out['type']}` "
+                                    "for a text enum" if numeric else f"drop `type: {out['type']}` or `enum:`")))
             if out_name in SIGNATURE_ATTRIBUTES or out_name.startswith("model_"):
                 problems.append((("agents", name, "outputs", out_name),
                                  f"output name {out_name!r} is taken by DSPy's signatures; rename it, "

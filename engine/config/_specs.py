@@ -288,13 +288,11 @@ class Recipe:
         return self.path.parent
 
     def load_policies(self):
-        """Load the policy set the recipe names (relative to its folder), or
-        the one it writes inline."""
-        from aidsafe.config._policies import inline_policy_set, load_policy_set
+        """The recipe's policies: the set it names (relative to its folder),
+        the ones it writes inline, or a set's subset plus its own additions."""
+        from aidsafe.config._policies import resolve_policies
 
-        if self.inline_policies is not None:
-            return inline_policy_set(self.inline_policies, str(self.path))
-        return load_policy_set(self.policy_ref, self.base_dir, self.policy_include)
+        return resolve_policies(self.data["policies"], self.base_dir, str(self.path))
 
     def stage(self, stage_id: str) -> StageSpec:
         for spec in self.stages:

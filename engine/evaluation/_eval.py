@@ -33,6 +33,7 @@ import numpy as np
 from aidsafe._util.errors import UserError
 from aidsafe._util.paths import default_cache_dir
 from aidsafe._util.progress import Progress
+from aidsafe.config._policies import PolicySet
 from aidsafe.evaluation._judges import JudgePanel, PairVerdict, load_judges, score_records
 from aidsafe.evaluation._refusal import behavior_agrees
 from aidsafe.evaluation._tasks import run_tasks
@@ -413,10 +414,20 @@ def evaluate(paths: Sequence[str | Path], judges: str | Path = "judges", judge_m
         if judge_set.get(name).kind != "pairwise":
             raise UserError(f"--pairwise {name}: judge {name!r} is {judge_set.judges[name].kind}, not pairwise")
     record_sets = [read_records(p) for p in paths]
+    uses_policies = any("policies" in judge_set.judges[m].inputs for m in metrics + pair_names)
+    policy_set = recipe_policies(record_sets[0], paths[0]) \
+        if uses_policies and judge_set.policies == "recipe" else None
     cache = Cache(cache_dir or default_cache_dir(), enabled=use_cache)
-    panel = JudgePanel.build(judge_set, cache, judge_model=judge_model, api_base=api_base, api_key_env=api_key_env)
+    panel = JudgePanel.build(judge_set, cache, judge_model=judge_model, api_base=api_base, api_key_env=api_key_env,
+                             policy_set=policy_set)
     workers = workers or min((h.spec.concurrency or 1) for h in panel.models.values())
     result = EvalResult(files=[str(p) for p in paths], scored_paths=[], summaries=[], judges=panel.identity())
+    other = [n for n in judge_set.names("rubric", "label") if n not in metrics]
+    if other:
+        # never skipped without a word: they score benchmark answers, not records
+        result.warnings.append(f"judge(s) {', '.join(f'{n} ({judge_set.judges[n].kind})' for n in other)} not run: "
+                               "eval scores records with pointwise judges; rubric and label judges grade "
+                               "`aidsafe bench` answers (bench --judge-model)")
     descriptions = {n: j.description for n, j in judge_set.judges.items()}
     scales = [judge_set.judges[m].scale for m in metrics]
     result.scale = (min(s[0] for s in scales), max(s[1] for s in scales))
@@ -480,6 +491,35 @@ def _attach_pair(record: dict, judge: str, verdict: PairVerdict, other: str | Pa
                                                 "this_was": mine, "calls": verdict.calls}
 
 
+def recipe_policies(records: list[dict], path) -> PolicySet:
+    """The policies ``records`` were made with, for a judges file's
+    ``policies: recipe``: the recipe their provenance names, loaded again,
+    whose policy text must still be the one the records were made under."""
+    from aidsafe._util import paths as project_paths
+    from aidsafe.config._recipe import load_recipe
+
+    provenance = next((r["provenance"] for r in records if isinstance(r.get("provenance"), dict)
+                       and r["provenance"].get("recipe")), None)
+    fix = "name the policy set in the judges file instead (e.g. `policies: aidsafe`)"
+    if provenance is None:
+        raise UserError(f"{path}: `policies: recipe` reads the policies from the records' provenance, and these "
+                        f"records have none (not written by `aidsafe run`); {fix}")
+    ref = provenance.get("recipe_file") or provenance["recipe"]
+    candidate = Path(ref)
+    if not candidate.is_absolute() and not candidate.is_file() and (project_paths.project_root() / ref).is_file():
+        candidate = project_paths.project_root() / ref
+    try:
+        policy_set = load_recipe(candidate).load_policies()
+    except UserError as exc:
+        raise UserError(f"{path}: `policies: recipe`: the records were made by recipe {ref!r}, which cannot be "
+                        f"read here ({str(exc).splitlines()[0]}); run eval where the run was started, or {fix}") from None
+    hashes = {(r.get("provenance") or {}).get("policy_hash") for r in records} - {None}
+    if hashes and not hashes & policy_set.known_hashes:
+        raise UserError(f"{path}: `policies: recipe`: recipe {ref!r} has other policies now than when these records "
+                        f"were made (policy hash {sorted(hashes)[0][:12]}, now {policy_set.hash[:12]}); {fix}")
+    return policy_set
+
+
 def _check_policy(records: list[dict], panel: JudgePanel, path, warnings: list[str], uses_policies: bool) -> None:
     """Faithfulness is judged against the judges file's policy set: say so
     when the records were generated under a different one."""
@@ -487,7 +527,7 @@ def _check_policy(records: list[dict], panel: JudgePanel, path, warnings: list[s
     if not uses_policies or policy_set is None:
         return
     hashes = {(r.get("provenance") or {}).get("policy_hash") for r in records} - {None}
-    if hashes and hashes != {policy_set.hash}:
+    if hashes and not hashes <= policy_set.known_hashes:
         names = sorted({str((r.get("provenance") or {}).get("policy_set")) for r in records})
         warnings.append(f"{path}: records were generated under policy set {', '.join(names)} with a different "
                         f"text than {policy_set.name!r} ({policy_set.source}), which the faithfulness judges read; "

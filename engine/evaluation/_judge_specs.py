@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aidsafe._util import paths
 from aidsafe._util.errors import RecipeError, UserError
@@ -73,6 +74,9 @@ class JudgeSet:
     judges: dict[str, JudgeSpec]
     policy_ref: str = "aidsafe"
     max_parse_retries: int = 1
+    # `policies:` as written: a set, inline policies, {set, include, add}, or
+    # "recipe" (the policies the judged records were made with)
+    policies: Any = "aidsafe"
 
     @property
     def hash(self) -> str:
@@ -190,7 +194,12 @@ def load_judges(ref: str | Path = "judges") -> JudgeSet:
     located = Located(data=data, lines=lines, file=display)
     validate_document(located, "judges.schema.json")
     data = located.data
-    raise_located(_problems(data, located), located, display)
+    problems = _problems(data, located)
+    if data.get("policies", "recipe") != "recipe":  # `recipe`: the records' own, found when they are judged
+        from aidsafe.config._policies import policies_problems
+
+        problems += policies_problems(data["policies"], located, path.resolve().parent)
+    raise_located(problems, located, display)
     models = {name: ModelSpec.from_dict(name, spec) for name, spec in data["models"].items()}
     judges = {}
     for name, raw in data["judges"].items():
@@ -202,8 +211,10 @@ def load_judges(ref: str | Path = "judges") -> JudgeSet:
             labels=tuple(raw["labels"]) if kind == "label" else None,
             items={k: tuple(v) for k, v in raw["items"].items()} if kind == "rubric" else None,
             temperature=raw.get("temperature"), max_tokens=raw.get("max_tokens"))
+    policies = data.get("policies", "aidsafe")
     return JudgeSet(name=data["name"], path=path.resolve(), data=data, models=models, judges=judges,
-                    policy_ref=data.get("policies", "aidsafe"), max_parse_retries=data.get("max_parse_retries", 1))
+                    policy_ref=policies if isinstance(policies, str) else "inline", policies=policies,
+                    max_parse_retries=data.get("max_parse_retries", 1))
 
 
 __all__ = ["DEFAULT_SCALE", "INPUTS", "INPUT_DOCS", "KINDS", "SIDE_DOCS", "JudgeSet", "JudgeSpec", "is_judges_file",

@@ -34,7 +34,7 @@ import dspy
 
 from aidsafe._util.errors import OutputParseError, UserError
 from aidsafe._util.redact import redact
-from aidsafe.config._policies import PolicySet, load_policy_set
+from aidsafe.config._policies import PolicySet, resolve_policies
 from aidsafe.config._specs import AgentSpec, FieldSpec
 from aidsafe.evaluation._judge_specs import (  # noqa: F401 - the judges API, re-exported
     DEFAULT_SCALE,
@@ -309,10 +309,12 @@ class JudgePanel:
     @classmethod
     def build(cls, judge_set: JudgeSet, cache: Cache, judge_model: str | None = None,
               overrides: dict[str, str] | None = None, api_base: str | None = None,
-              api_key_env: str | None = None) -> "JudgePanel":
+              api_key_env: str | None = None, policy_set: PolicySet | None = None) -> "JudgePanel":
         """Build every judge model (``judge_model`` replaces all of them,
         ``overrides`` single ones; ``api_base`` sets the endpoint of replaced
-        ones, ``api_key_env`` the variable their key is read from)."""
+        ones, ``api_key_env`` the variable their key is read from).
+        ``policy_set``: the policies judges read (default: the file's
+        ``policies:``; needed for ``policies: recipe``)."""
         specs = dict(judge_set.models)
         if judge_model or api_base or api_key_env:
             for name, spec in specs.items():
@@ -322,8 +324,13 @@ class JudgePanel:
                                                   api_key_env=api_key_env or spec.api_key_env)
         models = build_models(specs, cache, overrides)
         needs_policies = any("policies" in j.inputs for j in judge_set.judges.values())
-        policies = load_policy_set(judge_set.policy_ref, judge_set.path.parent) if needs_policies else None
-        return cls(judge_set, models, policies)
+        if needs_policies and policy_set is None:
+            if judge_set.policies == "recipe":
+                raise UserError(f"{judge_set.path.name}: `policies: recipe` means the policies the judged records "
+                                "were made with, and there are no records here; name a set in the judges file "
+                                "(e.g. `policies: aidsafe`)")
+            policy_set = resolve_policies(judge_set.policies, judge_set.path.parent, str(judge_set.path))
+        return cls(judge_set, models, policy_set if needs_policies else None)
 
     def identity(self) -> dict:
         """What judged: the judges file's hash and each model's identity."""

@@ -570,11 +570,25 @@ def parse_override(text: str) -> tuple[str, str]:
     return name.strip(), model.strip()
 
 
+ALL_MODELS = "*"  # `--model '*=MODEL'`: every model of the recipe
+
+
+def expand_all(specs: dict, overrides: dict[str, str] | None) -> dict[str, str]:
+    """``--model '*=MODEL'`` as one override per model in ``specs`` (a model
+    named on its own keeps its own override)."""
+    overrides = dict(overrides or {})
+    if ALL_MODELS not in overrides:
+        return overrides
+    every = overrides.pop(ALL_MODELS)
+    return {**{name: every for name in specs}, **overrides}
+
+
 def apply_overrides(specs: dict[str, ModelSpec], overrides: dict[str, str] | None,
                     api_base: str | None = None) -> dict[str, ModelSpec]:
     """``specs`` with model strings replaced by ``--model NAME=MODEL``
-    overrides, then every remote model pointed at ``api_base`` (``--api-base``)."""
-    overrides = dict(overrides or {})
+    overrides (``*=MODEL``: every model not named on its own), then every
+    remote model pointed at ``api_base`` (``--api-base``)."""
+    overrides = expand_all(specs, overrides)
     unknown = [n for n in overrides if n not in specs]
     if unknown:
         from aidsafe._util.registry import suggest

@@ -44,7 +44,7 @@ class RecordRun:
     stage_info: dict = field(default_factory=dict)  # stage id -> {cached, seconds, usage}
     filtered: str | None = None
     usage: UsageMeter = field(default_factory=UsageMeter)
-    skipped: list = field(default_factory=list)  # [{stage, when}] for stages whose `when:` was false
+    skipped: list = field(default_factory=list)  # [{stage, when, branch?}]: stages whose `when:` or branch was false
 
 
 class Program(dspy.Module):
@@ -162,7 +162,7 @@ class Program(dspy.Module):
         return {
             "kind": f"{stage.kind}@v{stage.version}",
             # `when:`/`where:` decide whether a stage runs or a record is kept, not what the stage writes
-            "spec": sha256_of({k: v for k, v in stage.spec.raw.items() if k not in ("when", "where")}),
+            "spec": sha256_of({k: v for k, v in stage.spec.raw.items() if k not in ("when", "where", "branch")}),
             "agents": agents,
             "policies": self.policies.hash if sees_policies else None,
             "adapter": self.recipe.adapter,
@@ -189,9 +189,17 @@ class Program(dspy.Module):
         if cache_only and (cache is None or not cache.enabled):
             raise NotCached(query)
         with metering(run.usage), dspy.context(adapter=self.adapter):
+            branches: dict[str, bool] = {}  # branch name -> whether its condition held on entering it
             for stage in self.stage_modules():
                 # getattr: a plugin kind whose __init__ skips Stage's has no conditions
                 when, where = getattr(stage, "when", None), getattr(stage, "where", None)
+                branch = getattr(stage, "branch", None)
+                if branch is not None:
+                    if branch.name not in branches:
+                        branches[branch.name] = branch.when.holds(state)
+                    if not branches[branch.name]:
+                        run.skipped.append({"stage": stage.spec.id, "branch": branch.name, "when": branch.when.text})
+                        continue
                 if when is not None and not when.holds(state):
                     run.skipped.append({"stage": stage.spec.id, "when": when.text})
                     continue

@@ -483,3 +483,121 @@ class Condition:
                 shown = repr(lookup(path.parts))
                 out.append(f"{name} = {shown if len(shown) <= 60 else shown[:57] + '...'}")
         return ", ".join(out)
+
+
+# ------------------------------------------------------------ type checks
+
+_NUMBER_TYPES = ("int", "float")
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "text"
+
+
+def _fixed_literal(value: Any, field_type: str) -> Any:
+    """The literal a comparison with a ``field_type`` field meant, or
+    ``MISSING`` where none is obvious: ``'4'`` -> ``4`` for a number, ``1`` ->
+    ``true`` for a bool, ``4`` -> ``'4'`` for text."""
+    if field_type in _NUMBER_TYPES and isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return _NO_FIX
+        return int(number) if number.is_integer() and field_type == "int" else number
+    if field_type == "bool":
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no"):
+            return value.strip().lower() in ("true", "yes")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value in (0, 1):
+            return bool(value)
+        return _NO_FIX
+    if field_type in ("str", "list[str]") and not isinstance(value, str):
+        return _literal_text(value).strip("'") if value is not None else _NO_FIX
+    return _NO_FIX
+
+
+_NO_FIX = object()
+
+
+def _literal_column(text: str, value: Any) -> tuple[int, str] | None:
+    """The 1-based column and source text of the first literal token equal
+    to ``value`` (of the same JSON type)."""
+    for token in _tokens(text):
+        if token.kind in ("string", "number"):
+            token_value = token.value
+        elif token.kind == "name" and token.text in _LITERAL_WORDS:
+            token_value = _LITERAL_WORDS[token.text]
+        else:
+            continue
+        if Literal(token_value) == Literal(value):
+            return token.column, token.text
+    return None
+
+
+def type_problems(text: str, compare: Compare, field: str, field_type: str) -> list[str]:
+    """Why ``compare`` (from the condition ``text``) can never hold for a
+    field ``field`` of the declared ``field_type`` (str, int, float, bool,
+    list[str], dict; "" is untyped), each with the column and the fix: a
+    quoted number against an int (``score >= '4'``), a number against a bool
+    (``violation == 1``), an order between booleans, text against a number."""
+    if not field_type or field_type == "dict":
+        return []
+    field_side = next(s for s in (compare.left, compare.right) if isinstance(s, Path))
+    other = compare.right if field_side is compare.left else compare.left
+    if compare.op in ("in", "not in") and field_side is compare.right:
+        # 'a' in FIELD: membership in a list, or a substring of text
+        if field_type in ("list[str]", "str"):
+            if isinstance(other, Literal) and _kind_of(other.value) in ("number", "bool"):
+                shown = _literal_text(other.value)
+                return [f"{field!r} is {_article(field_type)} {field_type} of text: `{shown} {compare.op} {field}` "
+                        f"never holds; quote the value: `'{shown}' {compare.op} {field}`"]
+            return []
+        return [f"{field!r} is {_article(field_type)} {field_type}: `in {field}` needs a list or text field; "
+                f"compare it with == != < <= > >= instead"]
+    literals = [other] if isinstance(other, Literal) else list(other.items) if isinstance(other, ListLit) else []
+    problems = []
+    if compare.op in ("<", "<=", ">", ">=") and field_type in ("bool", "list[str]"):
+        return [f"{field!r} is {_article(field_type)} {field_type}: `{compare.op}` never holds for it; "
+                + ("test it with `" + field + " == true` or `not " + field + "`" if field_type == "bool"
+                   else f"test membership with `'x' in {field}`")]
+    for lit in literals:
+        kind = _kind_of(lit.value)
+        if kind == "null":
+            continue  # `== null`: the field is missing (a skipped stage)
+        if field_type == "list[str]" and compare.op in ("==", "!="):
+            if isinstance(lit.value, str):
+                problems.append(f"{field!r} is a list[str]: it never equals the text {lit.value!r}; test membership "
+                                f"with `{_literal_text(lit.value)} in {field}`")
+            continue
+        expected = {"int": "number", "float": "number", "bool": "bool", "str": "text", "list[str]": "text"}[field_type]
+        if kind != expected:
+            problems.append(_type_message(text, lit.value, field, field_type, compare.op))
+    return problems
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def _type_message(text: str, value: Any, field: str, field_type: str, op: str) -> str:
+    shown = _literal_text(value)
+    found = _literal_column(text, value)
+    column = f"column {found[0]}: " if found else ""
+    kind = {"number": "a number", "bool": "a boolean", "text": "text"}[_kind_of(value)]
+    what = f"{field!r} is {_article(field_type)} {field_type}"
+    fixed = _fixed_literal(value, field_type)
+    if fixed is _NO_FIX:
+        fix = {"bool": f"compare with true or false, e.g. `{field} == true`",
+               "int": f"compare with a number, e.g. `{field} >= 3`",
+               "float": f"compare with a number, e.g. `{field} >= 0.5`"}.get(field_type, f"quote the value: '{value}'")
+    elif found:
+        fix = f"write `{text[:found[0] - 1]}{_literal_text(fixed)}{text[found[0] - 1 + len(found[1]):]}`"
+    else:
+        fix = f"compare with {_literal_text(fixed)}"
+    why = " (true is not 1)" if field_type == "bool" and kind == "a number" else ""
+    return f"{column}{what}, but {shown} is {kind}: `{op} {shown}` never holds{why}; {fix}"

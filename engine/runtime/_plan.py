@@ -20,7 +20,13 @@ def describe_recipe(program: Program) -> str:
              f"hash {program.policies.hash[:16]})", ""]
     lines.append("stage graph:")
     lines.append("  input(query)")
+    current = None  # the branch of the stages listed so far
     for stage in program.stage_modules():
+        branch = getattr(stage, "branch", None)
+        if branch is not None and branch != current:
+            lines.append(f"  -> branch {branch.name}  when: {branch.when.text}")
+        current = branch
+        indent = "     " if branch is not None else ""
         agents = ", ".join(f"{a.spec.name}@{a.spec.model}" for a in stage.agent_modules()) or "no agent"
         detail = stage.describe()
         filters = [f.type for f in stage.filters_before] and f" filters-before={[f.type for f in stage.filters_before]}"
@@ -28,7 +34,7 @@ def describe_recipe(program: Program) -> str:
         conditions = "".join(f"  {key}: {stage.spec.raw[key]}" for key in ("when", "where")
                              if stage.spec.raw.get(key) is not None)
         writes = type(stage).writes(stage.spec.raw, recipe.data.get("agents") or {}, stage.contract)
-        lines.append(f"  -> [{stage.spec.id}] {stage.kind} ({agents}){detail}{filters or ''}{after or ''}"
+        lines.append(f"  {indent}-> [{stage.spec.id}] {stage.kind} ({agents}){detail}{filters or ''}{after or ''}"
                      f"  writes: {', '.join(writes) or '-'}{conditions}")
     lines.append("  -> output record")
     lines.append("")
@@ -42,6 +48,8 @@ class StagePlan:
     reused: int = 0
     to_run: int = 0
     max_new_calls: int = 0
+    skipped: int = 0  # records whose `when:` or branch is already known false (from cached stages)
+    conditional: str = ""  # "branch NAME" / "when: ..." for a stage that runs only for some records
 
 
 @dataclass
@@ -51,11 +59,17 @@ class Plan:
 
     def lines(self) -> list[str]:
         out = [f"plan for {self.records} record(s):"]
-        total = 0
+        total = behind = 0
         for stage_id, sp in self.stages.items():
-            out.append(f"  {stage_id:<16} reused {sp.reused:>5}   to run {sp.to_run:>5}   new LM calls <= {sp.max_new_calls}")
+            skipped = f"   skipped {sp.skipped:>5}" if sp.skipped else ""
+            note = f"   ({sp.conditional})" if sp.conditional else ""
+            out.append(f"  {stage_id:<16} reused {sp.reused:>5}   to run {sp.to_run:>5}   new LM calls <= "
+                       f"{sp.max_new_calls}{skipped}{note}")
             total += sp.max_new_calls
-        out.append(f"  total new LM calls <= {total} (upper bound: some may still come from the call cache)")
+            behind += sp.max_new_calls if sp.conditional else 0
+        conditional = f", of which {behind} behind `when:` or a branch" if behind else ""
+        out.append(f"  total new LM calls <= {total}{conditional} (upper bound: some may still come from the "
+                   "call cache)")
         return out
 
 
@@ -66,14 +80,23 @@ def plan_run(program: Program, input_path: str | Path, field_name: str | None = 
     recipe = program.recipe
     plan = Plan(stages={sid: StagePlan() for sid in program.stage_ids})
     components = {s.spec.id: program.stage_components(s) for s in program.stage_modules()}
-    for item in read_inputs(input_path, field_name or recipe.input_field, id_field or recipe.id_field, [], limit):
+    for stage in program.stage_modules():
+        branch, when = getattr(stage, "branch", None), getattr(stage, "when", None)
+        plan.stages[stage.spec.id].conditional = "; ".join(
+            ([f"branch {branch.name}: {branch.when.text}"] if branch else []) + ([f"when: {when.text}"] if when else []))
+    for item in read_inputs(input_path, field_name or recipe.input_field, id_field or recipe.id_field, [], limit,
+                            spec=recipe.input):
         plan.records += 1
         if item.error:
             continue
-        state = {"query": item.prompt}
+        state = {"query": item.prompt, **item.fields}
         missed = False
+        branches: dict[str, bool] = {}
         for stage in program.stage_modules():
             sp = plan.stages[stage.spec.id]
+            if not missed and _known_skip(stage, state, branches):
+                sp.skipped += 1  # the state so far is known (cached): the condition is decided
+                continue
             if not missed:
                 key, _ = program.stage_key(stage, state, components[stage.spec.id])
                 hit = program.cache.get_stage(key, count=False) if program.cache else None
@@ -89,23 +112,43 @@ def plan_run(program: Program, input_path: str | Path, field_name: str | None = 
     return plan
 
 
+def _known_skip(stage, state: dict, branches: dict) -> bool:
+    """Whether ``stage`` is skipped for a record whose state so far is
+    known, as ``Program.run_record`` decides it."""
+    branch, when = getattr(stage, "branch", None), getattr(stage, "when", None)
+    if branch is not None:
+        if branch.name not in branches:
+            branches[branch.name] = branch.when.holds(state)
+        if not branches[branch.name]:
+            return True
+    return when is not None and not when.holds(state)
+
+
 def explain_record(program: Program, record_id: str, input_path: str | Path | None = None) -> list[str]:
     """Why a record's stages hit or miss the cache now: for each stage, the
     key parts that differ from the last time this record was computed."""
     recipe = program.recipe
     cache = program.cache
     query = None
+    fields: dict = {}
     if input_path is not None:
-        for item in read_inputs(input_path, recipe.input_field, recipe.id_field):
+        for item in read_inputs(input_path, recipe.input_field, recipe.id_field, spec=recipe.input):
             if item.id == str(record_id):
-                query = item.prompt
+                query, fields = item.prompt, item.fields
                 break
         if query is None:
             return [f"record {record_id!r} is not in {input_path}"]
     lines = []
-    state = {"query": query} if query is not None else None
+    state = {"query": query, **fields} if query is not None else None
+    branches: dict[str, bool] = {}
     for stage in program.stage_modules():
         sid = stage.spec.id
+        if state is not None and _known_skip(stage, state, branches):
+            branch = getattr(stage, "branch", None)
+            why = f"branch {branch.name}: {branch.when.text}" if branch is not None and not branches[branch.name] \
+                else f"when: {stage.when.text}"
+            lines.append(f"[{sid}] skipped for this record ({why})")
+            continue
         before = cache.get_explain(recipe.name, record_id, sid)
         now = program.stage_components(stage)
         if state is not None:

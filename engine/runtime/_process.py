@@ -40,6 +40,7 @@ class RunOptions:
     max_failures: int | None = None
     progress: bool = True
     progress_interval: float = LOG_INTERVAL  # seconds between progress lines in a log (not a terminal)
+    force_restart: bool = False  # drop the output's earlier records instead of resuming them
     executor: str = "thread"  # or "ray"
     ray_address: str | None = None
 
@@ -112,7 +113,7 @@ def build_record(item: InputRecord, program: Program, run=None, error: dict | No
         record["filtered_reason"] = run.filtered
     record["error"] = error
     record["provenance"] = {
-        "recipe": recipe.name, "recipe_hash": recipe.hash,
+        "recipe": recipe.name, "recipe_file": recipe.chain[0] if recipe.chain else None, "recipe_hash": recipe.hash,
         "policy_set": program.policies.name, "policy_hash": program.policies.hash,
         "models": {name: h.identity for name, h in sorted(program.models.items())},
         "agents": {name: a.model for name, a in sorted(recipe.agents.items())},

@@ -566,5 +566,9 @@ class Journal:
 
 
 def _summary(record: dict) -> dict:
-    return {"status": record.get("status"), "recipe_hash": (record.get("provenance") or {}).get("recipe_hash"),
-            "prompt": record.get("prompt")}
+    provenance = record.get("provenance") if isinstance(record.get("provenance"), dict) else {}
+    # what resume compares: the recipe (with its prompts and pools), the prompt, and what else makes
+    # the output (the models' identities, the policy text), so that one output never mixes runs
+    return {"status": record.get("status"), "recipe_hash": provenance.get("recipe_hash"),
+            "prompt": record.get("prompt"), "models": provenance.get("models"),
+            "policy_hash": provenance.get("policy_hash")}

@@ -16,7 +16,7 @@ from aidsafe._util.errors import UsageError, UserError
 from aidsafe._util.lock import LockHeld, exclusive_lock
 from aidsafe._util.paths import make_parent
 from aidsafe._util.progress import Progress
-from aidsafe.config import Recipe
+from aidsafe.config import Recipe, load_recipe
 from aidsafe.models._engine import ModelUsage, UsageMeter
 from aidsafe.pipeline._compile import Program
 from aidsafe.runtime._process import Outcome, RunOptions, prepare, process
@@ -38,6 +38,7 @@ class RunSummary:
     seconds: float = 0.0
     interrupted: bool = False
     aborted: str | None = None
+    warnings: list = field(default_factory=list)  # model routing the user may not have meant
 
     def to_dict(self) -> dict:
         return {"output": self.output, "total": self.total, "statuses": dict(self.statuses),
@@ -61,6 +62,7 @@ class RunSummary:
             out.append("  interrupted: rerun the same command to resume")
         if self.aborted:
             out.append(f"  aborted: {self.aborted}")
+        out += [f"  {w}" for w in self.warnings]
         return out
 
 
@@ -136,8 +138,13 @@ def _run(recipe, input_path, output: Path, options: RunOptions, on_record) -> Ru
     name = recipe.name if isinstance(recipe, Recipe) else Path(recipe).name
     bar.say(f"{name}: {total} record(s) from {input_path} -> {output}; preparing models")
     try:
+        if not isinstance(recipe, Recipe):
+            recipe = load_recipe(recipe)
+        warnings = announce_models(recipe, options.model_overrides, options.api_base, bar.say, quiet=options.progress)
         recipe, program, cache = prepare(recipe, options)
-        return _run_prepared(recipe, program, cache, input_path, output, options, on_record, bar, total, started)
+        summary = _run_prepared(recipe, program, cache, input_path, output, options, on_record, bar, total, started)
+        summary.warnings = warnings
+        return summary
     finally:
         bar.close()  # again after a normal end (closing twice is harmless): stops the heartbeat on any error
 
@@ -146,7 +153,16 @@ def _run_prepared(recipe, program, cache, input_path, output, options, on_record
     field_name = options.field or recipe.input_field
     id_field = options.id_field or recipe.id_field
     journal = Journal(output)
-    done = journal.load()
+    if options.force_restart:
+        journal.path.unlink(missing_ok=True)  # the earlier records go; the output is replaced at the end
+        done = {}
+    else:
+        done = journal.load()
+        try:
+            check_same_run(done, program, output)
+        except UserError:
+            cache.close()
+            raise
     summary = RunSummary(output=str(output))
     order: list[str] = []
     workers = options.workers or min((h.spec.concurrency or 1) for h in program.models.values())
@@ -229,6 +245,65 @@ def _run_prepared(recipe, program, cache, input_path, output, options, on_record
         cache.save_last_run({"recipe": recipe.name, **summary.to_dict()})
         cache.close()
     return summary
+
+
+def check_same_run(done: dict[str, dict], program: Program, output: Path) -> None:
+    """Refuse to resume ``output`` when its records were made by other models
+    (their identities, as the call cache keys them) or under another policy
+    text: one output never mixes runs. The fix: ``--force-restart`` or a new
+    ``-o``."""
+    import json
+
+    def text(value) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
+    def same(a, b) -> bool:
+        return text(a) == text(b)
+
+    models = {name: handle.identity for name, handle in sorted(program.models.items())}
+    current = text(models)
+    fix = (f"to start {output} again with the new setting, rerun with --force-restart (its records are "
+           f"replaced); to keep them, write to a new output, e.g. -o {output.with_suffix('')}-2.jsonl")
+    for record_id, prev in done.items():
+        old = prev.get("models")
+        if isinstance(old, dict) and text(old) != current:
+            changed = [name for name in sorted(set(old) | set(models)) if not same(old.get(name), models.get(name))]
+            detail = "; ".join(f"{name}: {_model_text(old.get(name))} -> {_model_text(models.get(name))}"
+                               for name in changed)
+            raise UserError(f"{output} holds records made by other models (record {record_id!r}: {detail}); "
+                            f"resuming would mix two models' records in one file; {fix}")
+        if prev.get("policy_hash") and prev["policy_hash"] not in program.policies.known_hashes:
+            raise UserError(f"{output} holds records made under another policy text (record {record_id!r}: "
+                            f"policy hash {prev['policy_hash'][:12]}, now {program.policies.hash[:12]} for "
+                            f"{program.policies.name!r}); resuming would mix them; {fix}")
+
+
+def _model_text(identity) -> str:
+    if not isinstance(identity, dict):
+        return "(none)"
+    text = str(identity.get("model", identity))
+    base = identity.get("api_base")
+    return f"{text} @ {base}" if base and base != "(provider default)" else text
+
+
+def announce_models(recipe: Recipe, overrides: dict | None, api_base: str | None, say: Callable[[str], None],
+                    quiet: bool = False) -> list[str]:
+    """Say where every model of ``recipe`` goes (``say``, with the progress)
+    before anything is built, and warn on stderr, also without progress, when
+    some models point at a server and others stay on the embedded CPU model.
+    Returns the warnings (the run's summary repeats them)."""
+    import sys
+
+    from aidsafe.models._routing import routing_report
+
+    lines, warnings = routing_report(recipe, overrides, api_base)
+    for line in lines:
+        say(line.strip() if line.startswith("  ") else line)
+    for warning in warnings:
+        say(warning)
+        if not quiet:
+            print(warning, file=sys.stderr)
+    return warnings
 
 
 def _reason(error: dict) -> str:

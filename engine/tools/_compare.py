@@ -291,15 +291,30 @@ def compare_recipes(recipes: Sequence[str | Path | Recipe], input_path: str | Pa
     out_dir = Path(out_dir or DEFAULT_OUT_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    overrides = dict(model_overrides or {})
+    all_overrides = dict(model_overrides or {})
+    unused = [name for name in all_overrides if name != "*" and not any(name in r.models for r in loaded)]
+    if unused:
+        from aidsafe._util.registry import suggest
+
+        known = sorted({name for r in loaded for name in r.models})
+        raise UserError(f"--model names {unused[0]!r}, which no recipe declares{suggest(unused[0], known)}; "
+                        f"models: {', '.join(known)}")
+    notes = []
     # The order first, so `aidsafe view OUT_DIR` shows the baseline first even while the runs go on.
     write_compare_manifest(out_dir, [{"label": label, "recipe": str(recipe.path), "recipe_hash": recipe.hash,
                                       "output": f"{label}.jsonl"} for label, recipe in zip(labels, loaded)])
     variants = []
     for label, recipe in zip(labels, loaded):
+        # --model NAME=... applies to the recipes that have NAME; the others are said, not refused
+        overrides = {name: model for name, model in all_overrides.items() if name == "*" or name in recipe.models}
+        missing = [name for name in all_overrides if name not in overrides]
+        if missing:
+            notes.append(f"{label}: has no model {', '.join(map(repr, missing))}; "
+                         f"--model {' '.join(f'{n}=...' for n in missing)} does not apply to it")
         output = out_dir / f"{label}.jsonl"
+        # compare's outputs are its own: computed again (from the shared cache), never resumed across models
         options = RunOptions(cache_dir=cache_dir, use_cache=use_cache, workers=workers, model_overrides=overrides,
-                             limit=limit, progress=progress)
+                             limit=limit, progress=progress, force_restart=True)
         since = time.time()
         summary = run(recipe, input_path, output, options)
         if summary.interrupted:
@@ -316,6 +331,8 @@ def compare_recipes(recipes: Sequence[str | Path | Recipe], input_path: str | Pa
             cache.close()
         variants.append(VariantRun(label, recipe, output, stages, summary))
     result = CompareResult(variants=variants, evaluations=[], metrics=[])
+    result.warnings += notes + list(dict.fromkeys(f"{v.label}: {w.removeprefix('warning: ')}" for v in variants
+                                                  for w in v.summary.warnings))
     if not use_cache:
         result.warnings.append("--no-cache: the variants shared no stage results and none are counted")
     for v in variants:

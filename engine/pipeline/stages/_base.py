@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from aidsafe._util.registry import Registry
 from aidsafe.config._specs import FieldSpec, StageSpec
 from aidsafe.pipeline._conditions import Condition
-from aidsafe.pipeline._contract import RECORD_FIELDS, Contract, answer_name
+from aidsafe.pipeline._contract import INPUT_DOCS, RECORD_FIELDS, Contract, answer_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from aidsafe.pipeline._agents import Agent
@@ -60,6 +60,14 @@ class StageContext:
     demo_texts: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Branch:
+    """A named group of stages behind one condition (``branch:`` in a recipe)."""
+
+    name: str
+    when: Condition
+
+
 @dataclass
 class StageResult:
     """A stage's changes to the record state, plus anything it wants logged."""
@@ -89,6 +97,9 @@ class Stage:
         # `when:` (run only if) and `where:` (keep the record only if), checked by the loader
         self.when = Condition.parse(spec.raw["when"]) if spec.raw.get("when") is not None else None
         self.where = Condition.parse(spec.raw["where"]) if spec.raw.get("where") is not None else None
+        # the branch the stage belongs to (config/_branches.py): decided once per record, at its first stage
+        branch = spec.raw.get("branch")
+        self.branch = Branch(branch["name"], Condition.parse(branch["when"])) if isinstance(branch, dict) else None
         self.filters_before = [FILTERS.get(f["type"])(f) for f in spec.filters["before"]]
         self.filters_after = [FILTERS.get(f["type"])(f) for f in spec.filters["after"]]
 
@@ -131,6 +142,8 @@ class Stage:
         outputs) is offered to every kind's agents too, read by name."""
         given = {name: FieldSpec(name, spec.type or "str", spec.desc, spec.enum, spec.source)
                  for name, spec in fields.items() if name not in cls.contract.inputs and name not in RECORD_FIELDS}
+        if "deliberation" in fields and "transcript" not in cls.contract.inputs:
+            given["transcript"] = INPUT_DOCS["transcript"]  # the finished deliberation's turns (transcript_of)
         if not given:
             return cls.contract
         return replace(cls.contract, inputs={**cls.contract.inputs, **given})
@@ -184,7 +197,7 @@ class Stage:
         values.update((name, value) for name, value in state.items() if name != "extra")
         values.update({"query": state.get("query", ""), "policies": ctx.policies,
                        "intents": state.get("intents", []), "thoughts": state.get("thoughts", []),
-                       "response": state.get("response", "")})
+                       "response": state.get("response", ""), "transcript": transcript_of(state.get("deliberation"))})
         values.update(extra)
         return values
 
@@ -259,6 +272,37 @@ def extras(prediction: Any, agent: Agent) -> dict:
     declared names (one it also reads is answered as ``revised_<name>``)."""
     return {name: prediction[answer_name(name, agent.input_names)] for name in agent.spec.outputs
             if name not in agent.contract.outputs}
+
+
+_ACTION_WORDS = {"agree": "agreed, no change needed", "revise": "revised the thoughts or response",
+                 "endorse": "disagreed but proposed no change"}
+
+
+def turn_line(entry: dict) -> str:
+    """A deliberation turn (a log entry) as a transcript line."""
+    return (f"Round {entry['round']}, {entry['agent']}: {_ACTION_WORDS.get(entry.get('action'), entry.get('action'))}."
+            + (f" Critique: {entry['critique']}" if entry.get("critique") else ""))
+
+
+def moderator_line(decision: dict) -> str:
+    """A moderator's decision as a transcript line."""
+    return (f"Round {decision['round']}, moderator {decision['agent']}: "
+            f"{'stop' if decision['stop'] else 'continue'}. Reason: {decision['reason']}")
+
+
+def transcript_of(deliberation: Any) -> list[str]:
+    """The transcript of a finished deliberation (the record's
+    ``deliberation``), as its agents read it turn by turn: each round's
+    turns, then the moderator's decision on that round."""
+    if not isinstance(deliberation, dict):
+        return []
+    log = [e for e in deliberation.get("log") or [] if isinstance(e, dict)]
+    moderation = [d for d in deliberation.get("moderation") or [] if isinstance(d, dict)]
+    lines = []
+    for round_no in sorted({e.get("round", 0) for e in log} | {d.get("round", 0) for d in moderation}):
+        lines += [turn_line(e) for e in log if e.get("round", 0) == round_no]
+        lines += [moderator_line(d) for d in moderation if d.get("round", 0) == round_no]
+    return lines
 
 
 def clean_thoughts(value: Any) -> list[str]:

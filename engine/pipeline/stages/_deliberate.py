@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aidsafe.config._specs import FieldSpec
 from aidsafe.pipeline._contract import INPUT_DOCS, Contract
-from aidsafe.pipeline.stages._base import Stage, StageResult, clean_thoughts, extras, stage
+from aidsafe.pipeline.stages._base import Stage, StageResult, clean_thoughts, extras, moderator_line, stage, turn_line
 from aidsafe.pipeline.stages._belief import slot_agent
 
 DEFAULT_MAX_ROUNDS = 3
@@ -29,8 +29,6 @@ MODERATOR = Contract(
     },
 )
 
-_ACTION_WORDS = {"agree": "agreed, no change needed", "revise": "revised the thoughts or response",
-                 "endorse": "disagreed but proposed no change"}
 
 
 @stage("deliberate")
@@ -208,8 +206,7 @@ class Deliberate(Stage):
                     entry["extra"] = turn_extra  # every turn's own extras, not only the last turn's
                 log.append(entry)
                 round_entries.append(entry)
-                transcript.append(f"Round {round_no}, {entry['agent']}: {_ACTION_WORDS[entry['action']]}."
-                                  + (f" Critique: {entry['critique']}" if entry["critique"] else ""))
+                transcript.append(turn_line(entry))
                 if self.rule == "consecutive" and len(streak) >= self.k:
                     if all(a == "agree" for a in streak[-self.k:]):
                         reason, detail = "agreement", f"the last {self.k} turns agreed"
@@ -232,8 +229,7 @@ class Deliberate(Stage):
                     decision["extra"] = moderator_extra
                     extra.update(moderator_extra)
                 moderation.append(decision)
-                transcript.append(f"Round {round_no}, moderator {decision['agent']}: "
-                                  f"{'stop' if decision['stop'] else 'continue'}. Reason: {decision['reason']}")
+                transcript.append(moderator_line(decision))
                 if decision["stop"]:
                     reason, detail = "moderator", f"{decision['agent']}: {decision['reason']}"
             if reason:

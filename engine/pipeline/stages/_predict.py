@@ -33,7 +33,7 @@ from aidsafe.pipeline._contract import (
     Contract,
     answer_name,
 )
-from aidsafe.pipeline.stages._base import SingleAgentStage, StageResult, clean_thoughts, stage
+from aidsafe.pipeline.stages._base import SingleAgentStage, StageResult, clean_thoughts, stage, transcript_of
 
 
 def _typed(spec: FieldSpec) -> FieldSpec:
@@ -82,6 +82,8 @@ class Predict(SingleAgentStage):
                 base = RECORD_FIELDS.get(name) if name in WRITABLE_FIELDS else None
                 outputs[name] = FieldSpec(name, base.type, own.desc or base.desc) if base else _typed(own)
         inputs = {"policies": INPUT_DOCS["policies"], **{name: _typed(spec) for name, spec in fields.items()}}
+        if "deliberation" in fields:
+            inputs["transcript"] = INPUT_DOCS["transcript"]  # the finished deliberation's turns, oldest first
         return Contract(inputs=inputs, default_inputs=("query",), outputs=outputs, produces=tuple(outputs))
 
     @classmethod
@@ -109,9 +111,6 @@ class Predict(SingleAgentStage):
                 problems.append((where, f"a predict stage cannot write {out_name!r}: the record keeps it for the "
                                         f"run; it may write {', '.join(WRITABLE_FIELDS)} or new names; rename "
                                         "this output"))
-            if isinstance(value, dict) and value.get("enum") and value.get("type", "str") != "str":
-                problems.append((where + ("enum",), f"`enum:` lists allowed text values; {out_name!r} has type "
-                                                    f"{value['type']}; use `type: str` or drop `enum:`"))
         return problems
 
     def context_for(self, state, ctx, **extra: Any) -> dict:
@@ -122,6 +121,9 @@ class Predict(SingleAgentStage):
         for name in self.agent.input_names:
             if name == "policies":
                 values[name] = ctx.policies
+                continue
+            if name == "transcript":
+                values[name] = transcript_of(state.get("deliberation"))
                 continue
             value = lookup((name,))
             if value is None:
