@@ -265,6 +265,10 @@ class Cache:
             self._guarded(section, lambda store: store.set(key, payload, tag=tag), False, retry=True)
 
     def _delete(self, section: str, key: str) -> None:
+        if self.write_behind:
+            # a write of this key may be in the writer's batch already (taken
+            # off `_pending`, not stored yet): let it land, then delete
+            self.flush()
         self._unqueue(section, key)
         self._guarded(section, lambda store: store.delete(key), False)
 
