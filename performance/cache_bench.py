@@ -35,13 +35,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import XSTEST, load_prompts, machine_line  # noqa: E402
+from _common import XSTEST, load_prompts, machine_line, verdict, write_inputs, write_recipe  # noqa: E402
 
 from aidsafe import (
     RunOptions,  # noqa: E402
@@ -51,7 +49,6 @@ from aidsafe.runtime._process import prepare  # noqa: E402
 from aidsafe.runtime._records import Journal  # noqa: E402
 from aidsafe.testing.mock_server import MockOpenAIServer  # noqa: E402
 
-RECIPE = Path(__file__).resolve().parent / "recipes" / "aidsafe-4stage.yaml"
 WARM_SPEEDUP_TARGET = 50.0
 
 
@@ -74,19 +71,6 @@ class Measured:
         return Counter({s: self.reached[s] - self.computed[s] for s in self.reached})
 
 
-
-
-def write_recipe(path: Path, url: str, refiner_suffix: str = "") -> None:
-    """The frozen 4-stage recipe with its ``default`` model pointed at the mock server."""
-    data = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
-    old = data["models"]["default"]
-    data["models"]["default"] = {
-        "model": "openai/mock-model", "api_base": url,
-        **{k: old[k] for k in ("temperature", "max_tokens") if k in old},
-    }
-    if refiner_suffix:
-        data["agents"]["refiner"]["instructions"] = data["agents"]["refiner"]["instructions"].rstrip() + "\n" + refiner_suffix + "\n"
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
 def stage_entries(cache_dir: Path) -> Counter:
@@ -160,10 +144,6 @@ def warm_breakdown(recipe: Path, rows: list[dict], cache_dir: Path, warm_output:
     return out
 
 
-def verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -181,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     inputs = tmp / "inputs.jsonl"
     recipe = tmp / "aidsafe-mock.yaml"
     rows = load_prompts(args.records, args.input)
-    with open(inputs, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_inputs(inputs, rows)
 
     with MockOpenAIServer(latency=args.latency) as server:
         write_recipe(recipe, server.url)

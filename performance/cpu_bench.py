@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead_bench import XSTEST, load_prompts, machine_line, verdict, write_inputs, write_recipe  # noqa: E402
-from throughput_bench import ServerProcess  # noqa: E402
+from _common import XSTEST, ServerProcess, load_prompts, machine_line, verdict, write_inputs, write_recipe  # noqa: E402
 
 from aidsafe import RunOptions, run  # noqa: E402
 
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(machine_line(), flush=True)
     figures = {}
-    with ServerProcess(latency=0.0, nagle_fix=True) as server, tempfile.TemporaryDirectory() as tmp:
+    with ServerProcess(latency=0.0) as server, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         recipe = tmp / "aidsafe-mock.yaml"
         write_recipe(recipe, server.url, args.workers)

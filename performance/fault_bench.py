@@ -48,10 +48,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from overhead_bench import (
+from _common import (  # noqa: E402
     XSTEST,
     body_digest,
-    fix_mock_nagle,
     load_prompts,
     machine_line,
     verdict,
@@ -59,8 +58,8 @@ from overhead_bench import (
     write_recipe,
 )
 
-from aidsafe import RunOptions, run
-from aidsafe.testing.mock_server import MockOpenAIServer
+from aidsafe import RunOptions, run  # noqa: E402
+from aidsafe.testing.mock_server import MockOpenAIServer  # noqa: E402
 
 # A whole value from the mock's default responder: "mock <field> <8 hex>" plus
 # " <n>" for list items. A truncated answer that was repaired ends early.
@@ -253,7 +252,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--truncate-rate", type=float, default=0.1, help="share of answers truncated (default 0.1)")
     parser.add_argument("--retry-after", type=float, default=0.05, help="Retry-After on 429s, seconds (default 0.05)")
     parser.add_argument("--seed", type=int, default=8, help="fault RNG seed (default 8)")
-    parser.add_argument("--keep-nagle", action="store_true", help="leave the mock server's Nagle stall in place")
     args = parser.parse_args(argv)
     try:
         plan = [None if s.strip() == "default" else int(s) for s in args.retries.split(",") if s.strip()]
@@ -265,13 +263,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # DSPy logs one WARNING line per truncated answer; the counts are printed below.
     logging.getLogger("dspy.clients.lm").setLevel(logging.ERROR)
-    nagle = fix_mock_nagle(not args.keep_nagle)
     rows = load_prompts(args.records, XSTEST)
     tmp = Path(tempfile.mkdtemp(prefix="aidsafe-fault-bench-"))
     print(f"fault bench: {args.records} records, {args.workers} workers, mock latency {args.latency}s, "
           f"{args.fail_rate:.0%} of calls fail (429/500, Retry-After {args.retry_after}s on 429), "
           f"{args.truncate_rate:.0%} of answers truncated, seed {args.seed}")
-    print(nagle)
     print(machine_line(), flush=True)
     outcomes = []
     for i, num_retries in enumerate(plan):

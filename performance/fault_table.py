@@ -48,9 +48,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from overhead_bench import fix_mock_nagle, machine_line, write_inputs, write_recipe
+from _common import machine_line, write_inputs, write_recipe  # noqa: E402
 
-from aidsafe.testing.mock_server import MockOpenAIServer, default_responder
+from aidsafe.testing.mock_server import MockOpenAIServer, default_responder  # noqa: E402
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
@@ -301,7 +301,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.trials < 1 or args.records < 6:
         parser.error("--trials >= 1, --records >= 6")
-    fix_mock_nagle(True)
     rng = random.Random(args.seed)
     rows = [{"id": f"r{i}", "prompt": f"How do I safely dispose of old batteries, case {i}?"}
             for i in range(1, args.records + 1)]

@@ -113,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="baseline", help="recipe variant (default baseline)")
     parser.add_argument("--sample-every", type=int, default=500, help="sample RSS every N finished records")
     parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per size (default 600)")
-    parser.add_argument("--keep-nagle", action="store_true", help="leave the mock server's Nagle stall in place")
     parser.add_argument("--no-dspy-history", action="store_true",
                         help="diagnostic: run the engine with dspy.configure(disable_history=True)")
     parser.add_argument("--no-dspy-trace", action="store_true",
@@ -133,13 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     if not sizes or min(sizes) < 1 or args.workers < 1 or args.sample_every < 1:
         parser.error("--sizes, --workers and --sample-every must be >= 1")
 
-    # Only the parent uses the shared harness (it imports DSPy and the engine);
-    # the child imports nothing but the engine.
+    # Only the parent uses the shared harness and the mock server; the child
+    # imports nothing but the engine.
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from overhead_bench import (
+    from _common import (
         XSTEST,
-        fix_mock_nagle,
         load_prompts,
         machine_line,
         verdict,
@@ -149,8 +147,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from aidsafe.testing.mock_server import MockOpenAIServer
 
-    nagle = fix_mock_nagle(not args.keep_nagle)
-
     tmp = Path(tempfile.mkdtemp(prefix="aidsafe-memory-bench-"))
     results = []
     with MockOpenAIServer(latency=0.0) as server:
@@ -158,7 +154,6 @@ def main(argv: list[str] | None = None) -> int:
               f"server {server.url}" + (", DSPy history OFF (diagnostic)" if args.no_dspy_history else "")
               + (", DSPy trace OFF (diagnostic)" if args.no_dspy_trace else "")
               + (", cache OFF (diagnostic)" if args.no_cache else ", cache on"), flush=True)
-        print(nagle)
         print(machine_line(), flush=True)
         for n in sizes:
             folder = tmp / f"n{n}"

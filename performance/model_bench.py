@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import XSTEST, machine_line  # noqa: E402
+from _common import XSTEST, machine_line, write_inputs  # noqa: E402
 from dspy.lm15 import Config, Message, Request  # noqa: E402
 
 from aidsafe import Cache, RunOptions, run  # noqa: E402
@@ -126,9 +126,7 @@ def bench_generation(model: str, weights_dir: Path, max_tokens: int, tmp: Path) 
 def bench_pipeline(model: str, weights_dir: Path, n: int, tmp: Path, source: Path):
     rows = pick_prompts(n, source)
     inputs = tmp / "inputs.jsonl"
-    with open(inputs, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps({"id": row["id"], "prompt": row["prompt"]}, ensure_ascii=False) + "\n")
+    write_inputs(inputs, [{"id": row["id"], "prompt": row["prompt"]} for row in rows])
     cache_dir = tmp / "run-cache"
     link_weights(cache_dir, weights_dir)
     output = tmp / "out.jsonl"

@@ -11,9 +11,9 @@ recipe to the atomic output) and the steady state (completions between the
 end of the first wave of ``workers`` records and the start of the last wave,
 which leaves out start-up and the ramp-down). The target is judged on the
 whole run. For reference, the same pipeline hand-written in DSPy
-(``overhead_bench.HandWritten``) then runs under the same conditions, so a
-miss can be told apart from what DSPy, the mock server and the machine cost
-anyway (``--no-compare`` skips it).
+(``_common.HandWritten``, the one ``overhead_bench.py`` compares against)
+then runs under the same conditions, so a miss can be told apart from what
+DSPy, the mock server and the machine cost anyway (``--no-compare`` skips it).
 
 The mock server runs in a thread of this process by default, as a test
 would; ``--server process`` runs it in a child process so its CPU time does
@@ -30,7 +30,6 @@ Exit status is 0 whenever the run completes, even if a target is missed.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import shutil
 import sys
 import tempfile
@@ -41,63 +40,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from overhead_bench import (
-    XSTEST,
-    fix_mock_nagle,
-    load_prompts,
-    machine_line,
-    run_handwritten,
-    verdict,
-    write_inputs,
-    write_recipe,
-)
+import _common  # noqa: E402  (the hand-written reference, and DSPy, load only when compared)
+from _common import XSTEST, ServerProcess, load_prompts, machine_line, verdict, write_inputs, write_recipe  # noqa: E402
 
-from aidsafe import RunOptions, run
-from aidsafe.testing.mock_server import MockOpenAIServer
+from aidsafe import RunOptions, run  # noqa: E402
+from aidsafe.testing.mock_server import MockOpenAIServer  # noqa: E402
 
 TARGET = 0.90
-
-
-# ------------------------------------------------ mock server in a child process
-
-def _serve(conn, latency: float, nagle_fix: bool) -> None:
-    """Child process: serve until told to stop, then report the counters."""
-    fix_mock_nagle(nagle_fix)
-    with MockOpenAIServer(latency=latency) as server:
-        conn.send(server.url)
-        while True:
-            message = conn.recv()
-            if message == "stats":
-                conn.send((server.calls, server.requests, dict(server.failures)))
-            elif message == "stop":
-                break
-
-
-class ServerProcess:
-    """A MockOpenAIServer running in a child process (same API subset)."""
-
-    def __init__(self, latency: float, nagle_fix: bool):
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, latency, nagle_fix), daemon=True)
-
-    def __enter__(self):
-        self._proc.start()
-        if not self._conn.poll(60):
-            raise RuntimeError("mock server process did not start within 60 s")
-        self.url = self._conn.recv()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._conn.send("stop")
-        self._proc.join(10)
-        if self._proc.is_alive():
-            self._proc.terminate()
-
-    @property
-    def calls(self) -> int:
-        self._conn.send("stats")
-        return self._conn.recv()[0]
 
 
 # --------------------------------------------------------------------- main
@@ -113,25 +62,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compare", action="store_true",
                         help="skip the reference run of the same pipeline hand-written in DSPy")
     parser.add_argument("--input", type=Path, default=XSTEST, help="CSV with a `prompt` column (default: XSTest)")
-    parser.add_argument("--keep-nagle", action="store_true", help="leave the mock server's Nagle stall in place")
     args = parser.parse_args(argv)
     if args.records < 1 or args.workers < 1 or args.latency <= 0:
         parser.error("--records and --workers must be >= 1 and --latency > 0")
 
-    nagle = fix_mock_nagle(not args.keep_nagle)
     tmp = Path(tempfile.mkdtemp(prefix="aidsafe-throughput-bench-"))
     rows = load_prompts(args.records, args.input)
     inputs, recipe = tmp / "inputs.jsonl", tmp / "aidsafe-mock.yaml"
     write_inputs(inputs, rows)
 
     server_cm = (MockOpenAIServer(latency=args.latency) if args.server == "thread"
-                 else ServerProcess(args.latency, not args.keep_nagle))
+                 else ServerProcess(args.latency))
     finished: list[float] = []
     with server_cm as server:
         recipe_data = write_recipe(recipe, server.url, args.workers)
         print(f"throughput bench: {args.records} records, mock latency {args.latency}s, {args.workers} workers, "
               f"server in a {args.server}, {server.url}", flush=True)
-        print(nagle)
         print(machine_line(), flush=True)
         options = RunOptions(cache_dir=tmp / "cache", use_cache=False, workers=args.workers, progress=False)
         before = server.calls
@@ -147,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_compare:
             before = server.calls
             started = time.perf_counter()
-            hand_statuses = run_handwritten(recipe_data, server.url, rows, tmp / "hand.jsonl", args.workers)
+            hand_statuses = _common.run_handwritten(recipe_data, server.url, rows, tmp / "hand.jsonl", args.workers)
             hand = (time.perf_counter() - started, server.calls - before, hand_statuses)
 
     n = summary.total

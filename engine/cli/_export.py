@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from aidsafe.cli._errors import user_errors
-from aidsafe.tools._export import FORMATS, LAYOUTS, SOURCES, THINKING
+from aidsafe.tools._export_choices import FORMATS, LAYOUTS, SOURCES, THINKING
 
 
 @click.command("export")

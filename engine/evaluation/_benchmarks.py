@@ -59,9 +59,9 @@ from aidsafe._util.progress import Progress
 from aidsafe._util.redact import redact
 from aidsafe._util.registry import suggest
 from aidsafe.config._specs import ModelSpec
-from aidsafe.evaluation._eval import Interval, bootstrap_mean
 from aidsafe.evaluation._judges import JudgePanel, load_judges
 from aidsafe.evaluation._refusal import behavior_agrees, classify_refusal
+from aidsafe.evaluation._stats import Interval, bootstrap_mean
 from aidsafe.evaluation._tasks import run_tasks
 from aidsafe.models._engine import ModelHandle, UsageMeter, build_models, metering
 from aidsafe.store._cache import Cache

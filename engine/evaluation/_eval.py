@@ -28,96 +28,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from aidsafe._util.errors import UserError
 from aidsafe._util.paths import default_cache_dir
 from aidsafe._util.progress import Progress
 from aidsafe.config._policies import PolicySet
 from aidsafe.evaluation._judges import JudgePanel, PairVerdict, load_judges, score_records
 from aidsafe.evaluation._refusal import behavior_agrees
+from aidsafe.evaluation._stats import CONFIDENCE, SEED, Interval, bootstrap_difference, bootstrap_mean
 from aidsafe.evaluation._tasks import run_tasks
 from aidsafe.models._engine import UsageMeter, metering
 from aidsafe.runtime._records import read_records, write_records
 from aidsafe.store._cache import Cache
 
-N_RESAMPLES = 2000
-CONFIDENCE = 0.95
-SEED = 0
 BEHAVIOR = "behavior"
 BEHAVIOR_LABEL = "behavior (by string match)"
 BEHAVIOR_NOTE = ("behavior: share of the records labeled answer/decline whose response does what the label asks "
                  "(answer: full compliance, decline: full refusal), by string match, not a judge; records labeled "
                  "unknown are not counted, failed/filtered ones are skipped")
-
-
-# -------------------------------------------------------------- bootstrap
-
-@dataclass(frozen=True)
-class Interval:
-    """A mean and its bootstrap confidence interval over ``n`` values
-    (``mean`` is ``None`` when there are no values)."""
-
-    mean: float | None
-    low: float | None
-    high: float | None
-    n: int
-
-    def format(self, digits: int = 2, percent: bool = False) -> str:
-        if self.mean is None:
-            return "n/a"
-        f = (lambda v: f"{100 * v:.{digits}f}%") if percent else (lambda v: f"{v:.{digits}f}")
-        return f"{f(self.mean)} [{f(self.low)}, {f(self.high)}]"
-
-    def to_dict(self) -> dict:
-        return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n}
-
-
-def _resampled_means(values: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    n = len(values)
-    means = np.empty(n_resamples)
-    # Chunks keep memory flat for large files (n_resamples x n indexes).
-    chunk = max(1, min(n_resamples, 2_000_000 // max(n, 1)))
-    for start in range(0, n_resamples, chunk):
-        stop = min(start + chunk, n_resamples)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        means[start:stop] = values[idx].mean(axis=1)
-    return means
-
-
-def _interval(point: float, samples: np.ndarray, n: int, confidence: float) -> Interval:
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(samples, [alpha, 1 - alpha])
-    return Interval(float(point), float(low), float(high), n)
-
-
-def bootstrap_mean(values: Sequence[float], n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE,
-                   seed: int = SEED) -> Interval:
-    """The mean of ``values`` with a percentile-bootstrap interval."""
-    data = np.asarray([v for v in values if v is not None], dtype=float)
-    if len(data) == 0:
-        return Interval(None, None, None, 0)
-    rng = np.random.default_rng(seed)
-    return _interval(data.mean(), _resampled_means(data, n_resamples, rng), len(data), confidence)
-
-
-def bootstrap_difference(first: Sequence[float], second: Sequence[float], paired: bool,
-                         n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE,
-                         seed: int = SEED) -> Interval:
-    """``mean(second) - mean(first)`` with a bootstrap interval. ``paired``:
-    the two sequences are aligned (same ids) and resampled together."""
-    a = np.asarray(first, dtype=float)
-    b = np.asarray(second, dtype=float)
-    if len(a) == 0 or len(b) == 0:
-        return Interval(None, None, None, 0)
-    rng = np.random.default_rng(seed)
-    if paired:
-        if len(a) != len(b):
-            raise ValueError("paired samples must have the same length")
-        diffs = b - a
-        return _interval(diffs.mean(), _resampled_means(diffs, n_resamples, rng), len(diffs), confidence)
-    samples = _resampled_means(b, n_resamples, rng) - _resampled_means(a, n_resamples, rng)
-    return _interval(b.mean() - a.mean(), samples, min(len(a), len(b)), confidence)
 
 
 # -------------------------------------------------------------- summaries
@@ -535,7 +462,7 @@ def _check_policy(records: list[dict], panel: JudgePanel, path, warnings: list[s
 
 
 __all__ = [
-    "BEHAVIOR", "BEHAVIOR_LABEL", "BEHAVIOR_NOTE", "EvalResult", "Interval", "MetricComparison", "MetricSummary",
-    "PairwiseSummary", "behavior_by_id", "bootstrap_difference", "bootstrap_mean", "compare", "compare_behavior",
+    "BEHAVIOR", "BEHAVIOR_LABEL", "BEHAVIOR_NOTE", "EvalResult", "MetricComparison", "MetricSummary",
+    "PairwiseSummary", "behavior_by_id", "compare", "compare_behavior",
     "evaluate", "has_labels", "scored_path", "summarize", "summarize_behavior", "summarize_pairs",
 ]

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import dspy
-from dspy._vendor.lm15.serde import request_to_dict, response_from_dict, response_to_dict
 from dspy.lm15 import Response, response_to_events
 
 from aidsafe._util import progress
@@ -40,6 +39,7 @@ from aidsafe._util.hashing import sha256_of
 from aidsafe._util.redact import register_secret_env
 from aidsafe._util.registry import Registry
 from aidsafe.config._specs import ModelSpec
+from aidsafe.models._serde import request_to_dict, response_from_dict, response_to_dict
 from aidsafe.store._cache import Cache
 
 # Seconds a remote call may wait for the server's next byte when the model
@@ -457,11 +457,13 @@ class RemoteEngine:
 
 def _direct_path():
     """DSPy's own steps for one request (prepare it, select the provider
-    client, map its errors), or None where this DSPy lacks them."""
+    client, map its errors), or None where this DSPy lacks them: then
+    :meth:`RemoteEngine._send` goes through the public ``dspy.LM`` call,
+    which sends the same request (tests/models/test_dspy_fallbacks.py)."""
     try:
         from dspy.clients.errors import error_boundary
         from dspy.clients.execution import _select_engine, prepare
-    except ImportError:  # pragma: no cover - another DSPy layout: the LM path still works
+    except ImportError:  # another DSPy layout: the LM path still works
         return None
     return prepare, _select_engine, error_boundary
 

@@ -118,7 +118,7 @@ def _intervals(values: dict) -> dict:
     """metric -> bootstrap mean and 95% interval (the one used by ``aidsafe eval``)."""
     if not values:
         return {}
-    from aidsafe.evaluation._eval import bootstrap_mean
+    from aidsafe.evaluation._stats import bootstrap_mean
 
     return {name: bootstrap_mean(data) for name, data in values.items() if data}
 

@@ -32,11 +32,11 @@ from aidsafe.evaluation._eval import (
     BEHAVIOR,
     BEHAVIOR_LABEL,
     BEHAVIOR_NOTE,
-    CONFIDENCE,
     EvalResult,
     MetricComparison,
     evaluate,
 )
+from aidsafe.evaluation._stats import CONFIDENCE
 from aidsafe.models._inspect import inspection_models
 from aidsafe.pipeline._compile import Program, compile_recipe
 from aidsafe.runtime._records import read_inputs

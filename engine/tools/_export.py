@@ -56,11 +56,8 @@ from aidsafe._util.atomic import atomic_path, atomic_write
 from aidsafe._util.errors import UserError
 from aidsafe._util.paths import make_parent
 from aidsafe.runtime._records import input_source, iter_jsonl_records, iter_rows
+from aidsafe.tools._export_choices import FORMATS, LAYOUTS, SOURCES, THINKING
 
-FORMATS = ("sft", "dpo", "hf", "parquet", "records")
-LAYOUTS = ("sft", "dpo")
-THINKING = ("tag", "field")
-SOURCES = ("records", "aidsafe")
 SFT_STYLES = ("prompt-completion", "messages")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _BATCH = 512

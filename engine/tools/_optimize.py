@@ -67,9 +67,9 @@ from aidsafe._util.registry import suggest
 from aidsafe.config import ModelSpec, Recipe, load_recipe
 from aidsafe.config._prompts import PROMPTS_FILE, dump_prompts
 from aidsafe.config._specs import InputSpec
-from aidsafe.evaluation._eval import Interval, bootstrap_difference, bootstrap_mean
 from aidsafe.evaluation._judges import JudgePanel, Verdict, load_judges
 from aidsafe.evaluation._refusal import behavior_agrees, classify_refusal
+from aidsafe.evaluation._stats import Interval, bootstrap_difference, bootstrap_mean
 from aidsafe.evaluation._tasks import run_tasks
 from aidsafe.models._engine import build_models
 from aidsafe.pipeline._compile import Program, compile_recipe

@@ -228,7 +228,7 @@ def api_compare(app: ViewApp, query: dict) -> dict:
 def api_summary(app: ViewApp, query: dict) -> dict:
     """Per-metric means with 95% bootstrap intervals (``aidsafe eval``'s),
     and each file's difference from the first, paired over shared ids."""
-    from aidsafe.evaluation._eval import CONFIDENCE, bootstrap_difference, bootstrap_mean
+    from aidsafe.evaluation._stats import CONFIDENCE, bootstrap_difference, bootstrap_mean
 
     raw = _one(query, "files")
     chosen = _files(app, query) if raw and "," in raw else [(int(raw or 0), app.source(raw or "0"))]

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from aidsafe._util.errors import RecipeError
 from aidsafe.cli._eval import eval_command
-from aidsafe.evaluation._eval import bootstrap_difference, bootstrap_mean, compare, evaluate, summarize
+from aidsafe.evaluation._eval import compare, evaluate, summarize
 from aidsafe.evaluation._judges import (
     JudgePanel,
     Verdict,
@@ -24,6 +24,7 @@ from aidsafe.evaluation._judges import (
     render_cot,
 )
 from aidsafe.evaluation._report import Chart, Table, to_html, to_markdown
+from aidsafe.evaluation._stats import bootstrap_difference, bootstrap_mean
 from aidsafe.store._cache import Cache
 
 from ..conftest import ROOT, read_jsonl
