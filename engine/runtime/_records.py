@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -241,6 +242,13 @@ def read_inputs(path: str | Path, field_name: str = "prompt", id_field: str | No
     for number, row, error in iter_rows(source):
         if limit is not None and index >= limit:
             return
+        if row is not None:
+            problem = _not_unicode(row)
+            if problem:
+                # The row cannot be written as UTF-8: the record is failed, its
+                # text (id, kept fields) carries U+FFFD where the bad characters were.
+                row = _replace_surrogates(row)
+                error = error or f"row {number}: {problem}; fix the text of that row"
         if row is not None and id_field and row.get(id_field) not in (None, ""):
             rid = str(row[id_field])
         else:
@@ -267,6 +275,64 @@ def read_inputs(path: str | Path, field_name: str = "prompt", id_field: str | No
         yield InputRecord(index=index, id=rid, prompt=prompt if error is None else None, meta=meta, error=error,
                           fields=fields)
         index += 1
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _not_unicode(value: object, where: str = "") -> str | None:
+    """Why ``value`` (a row, or anything in it) cannot be written as UTF-8, or
+    None. A Python string fails only through a lone surrogate (JSON's
+    ``"\\ud800"``, or a decoder's ``surrogateescape``)."""
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        if found:
+            name = f"field {where!r}" if where else "a field name"
+            return (f"{name} is not valid Unicode text (a lone surrogate \\u{ord(found.group()):04x} at "
+                    f"character {found.start() + 1}, which UTF-8 cannot store)")
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            top = where or str(key)
+            problem = _not_unicode(key) if isinstance(key, str) else None
+            if problem:
+                return problem
+            problem = _not_unicode(item, _SURROGATE.sub("\ufffd", top))
+            if problem:
+                return problem
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            problem = _not_unicode(item, where)
+            if problem:
+                return problem
+    return None
+
+
+def _replace_surrogates(value):
+    """``value`` with every lone surrogate replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_replace_surrogates(v) for v in value]
+    return value
+
+
+def writable_record(record: dict) -> dict:
+    """``record`` if it can be written as UTF-8; otherwise a ``failed`` copy
+    (lone surrogates replaced by U+FFFD, the reason in ``error``), so one
+    hostile string (an input row, a model answer) fails its record instead
+    of stopping the run."""
+    problem = _not_unicode(record)
+    if problem is None:
+        return record
+    fixed = _replace_surrogates(record)
+    fixed["status"] = "failed"
+    fixed["error"] = {"type": "InputError" if record.get("error") else "InvalidText",
+                      "message": "the record holds text that cannot be written as UTF-8: "
+                                 + _SURROGATE.sub("\ufffd", problem), "stage": None}
+    return fixed
 
 
 @dataclass(frozen=True)

@@ -259,6 +259,10 @@ class Cache:
         if not self.enabled:
             return
         payload = json.dumps(dict(value, format=CACHE_FORMAT, created=time.time()), ensure_ascii=False)
+        try:
+            payload.encode("utf-8")
+        except UnicodeEncodeError:
+            return  # a lone surrogate (a hostile answer) cannot be stored: its record fails, nothing is cached
         if self.write_behind:
             self._queue(section, key, payload, tag)
         else:
