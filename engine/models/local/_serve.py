@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from aidsafe._util.errors import ModelError
 from aidsafe.models.local._engine import PROMPT_CACHE_MIB, _make_params, _start_server
+from aidsafe.models.local._special import SpecialTokens, special_tokens
 from aidsafe.models.local._threads import choose_threads
 from aidsafe.models.local._weights import resolve_local
 
@@ -96,10 +97,13 @@ class ServeFront:
     is over ``max_body_bytes`` is answered 413 unread; a request without a
     Content-Length 411; when ``slots + max_waiting`` requests are in
     progress, another gets 503 with Retry-After. With ``api_key`` set,
-    requests must carry it as their bearer key (401 otherwise)."""
+    requests must carry it as their bearer key (401 otherwise). With
+    ``specials`` (the model's special tokens), the text of chat messages is
+    escaped so that no message can open a chat role."""
 
     def __init__(self, host: str, port: int, *, slots: int, max_body_bytes: int = MAX_BODY_BYTES,
-                 max_waiting: int = MAX_WAITING, api_key: str | None = None):
+                 max_waiting: int = MAX_WAITING, api_key: str | None = None,
+                 specials: SpecialTokens | None = None):
         try:
             self._server = _FrontServer((host, port), _FrontHandler)
         except OSError as exc:
@@ -111,6 +115,7 @@ class ServeFront:
         self.max_body_bytes = int(max_body_bytes)
         self._capacity = threading.BoundedSemaphore(max(1, int(slots)) + max(0, int(max_waiting)))
         self._api_key = api_key
+        self.specials = specials
         self._upstream: tuple[str, int] | None = None
         self._upstream_key = ""
         self._thread: threading.Thread | None = None
@@ -164,11 +169,25 @@ class ServeFront:
                                      {"Retry-After": str(RETRY_AFTER)})
             try:
                 body = handler.rfile.read(length)
-                self._forward(handler, body)
+                self._forward(handler, self._escaped(handler.path, body))
             finally:
                 self._capacity.release()
             return
         self._forward(handler, body)
+
+    def _escaped(self, path: str, body: bytes) -> bytes:
+        """A chat request's body with its messages' text escaped (see
+        :mod:`._special`); any other body, or one that is not JSON, as sent."""
+        if self.specials is None or not urlsplit(path).path.rstrip("/").endswith("/chat/completions"):
+            return body
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return body  # llama.cpp answers it with its own 400
+        if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
+            return body
+        data["messages"] = self.specials.escape_messages(data["messages"])
+        return json.dumps(data).encode("ascii")  # ASCII escapes: a lone surrogate in a message passes as sent
 
     def _forward(self, handler: _FrontHandler, body: bytes) -> None:
         host, port = self._upstream
@@ -256,6 +275,7 @@ def serve(
             prompt_ram_cache_mib=PROMPT_CACHE_MIB,
         )
         server = _start_server(params, model)
+        front.specials = special_tokens(model.path)
     except BaseException:
         front.close()
         raise
