@@ -10,7 +10,7 @@ import click
 
 from aidsafe.cli._errors import user_errors
 from aidsafe.cli._options import judging_options
-from aidsafe.cli._output import emit_result
+from aidsafe.cli._output import check_outputs, emit_result
 
 
 @click.command("eval")
@@ -35,10 +35,16 @@ def eval_command(records, judge_model, metrics, pairwise, no_pairwise, output_di
     number unscored. Two files: also prints the difference per metric (paired
     over shared ids) and runs the pairwise preference judge in both orders.
     """
-    from aidsafe.evaluation._eval import evaluate
+    from aidsafe._util.paths import refuse_overwrite
+    from aidsafe.evaluation._eval import evaluate, scored_path
+    from aidsafe.evaluation._judge_specs import resolve_judges_path
 
     if len(records) > 2:
         raise click.UsageError(f"eval takes one records file, or two to compare; got {len(records)}")
+    reads = [*records, resolve_judges_path(judges)]
+    check_outputs(reads, report=report_path, json=json_path)
+    for record_file in records:
+        refuse_overwrite(scored_path(record_file, output_dir), reads, "the scored copy")
     result = evaluate(records, judges=judges, judge_model=judge_model, metrics=metrics or None,
                       pairwise=[] if no_pairwise else (pairwise or None), output_dir=output_dir, cache_dir=cache_dir,
                       use_cache=not no_cache, workers=workers, api_base=judge_api_base, progress=not quiet)

@@ -16,7 +16,7 @@ import click
 
 from aidsafe.cli._errors import user_errors
 from aidsafe.cli._options import cache_options, judge_model_options, model_overrides
-from aidsafe.cli._output import write_json_summary
+from aidsafe.cli._output import check_outputs, write_json_summary
 
 
 def _roles(text: str | None) -> list[str] | None:
@@ -116,6 +116,7 @@ def optimize_command(recipe, trainset, out_dir, metric, optimizer, roles, val_fr
                               trials=trials, candidates=candidates, neighbours=neighbours, embedder=embedder,
                               field=field, id_field=id_field, limit=limit,
                               workers=workers, cache_dir=cache_dir, use_cache=not no_cache, force=force)
+    check_outputs([recipe, trainset], json=json_path)
     with _quiet(quiet):
         result = optimize(recipe, trainset, out_dir, options)
     click.echo(to_markdown(result.tables()))

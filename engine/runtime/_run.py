@@ -4,7 +4,6 @@ bar, per-record status, resume, and atomic output."""
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -12,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from aidsafe._util.errors import UsageError, UserError
+from aidsafe._util.errors import UserError
 from aidsafe._util.lock import LockHeld, exclusive_lock
-from aidsafe._util.paths import make_parent
+from aidsafe._util.paths import make_parent, refuse_overwrite
 from aidsafe._util.progress import Progress
-from aidsafe.config import Recipe
+from aidsafe.config import Recipe, load_recipe
 from aidsafe.models._engine import ModelUsage, UsageMeter
 from aidsafe.pipeline._compile import Program
 from aidsafe.runtime._process import Outcome, RunOptions, prepare, process
@@ -86,43 +85,56 @@ def run(recipe: Recipe | str | Path, input_path: str | Path, output_path: str | 
     """Run a recipe over an input file into ``output_path``. Resumes from a
     previous (interrupted) run of the same recipe on the same output.
 
-    The output is locked (``OUT.lock``) for the whole run: a second run on the
-    same output raises a :class:`UserError` naming the first one's pid. An
-    output that is the input (or the recipe) is a :class:`UsageError`."""
+    The output is locked (``OUT.lock`` beside the file it resolves to) for
+    the whole run: a second run on the same output, by any name or link,
+    raises a :class:`UserError` naming the first one's pid. An output that
+    is a file the run reads (the input, the recipe and its parents, the
+    policies, prompts or precedent pools) is a :class:`UsageError`."""
     options = options or RunOptions()
-    output = Path(output_path)
-    check_output_path(output, input_path, recipe if isinstance(recipe, (str, Path)) else recipe.path)
-    with _output_lock(output):
-        return _run(recipe, input_path, output, options, on_record)
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    shown = Path(output_path)
+    check_output_path(shown, input_path, *recipe.files_read())
+    # Named after the file the path resolves to: a link to the output and
+    # the output itself share one lock, one journal, and the link stays a link.
+    output = shown.resolve()
+    with _output_lock(output, shown):
+        summary = _run(recipe, input_path, output, options, on_record)
+    summary.output = str(shown)
+    return summary
 
 
 def check_output_path(output: Path, *protected: str | Path | None) -> None:
     """Refuse an output that would overwrite ``protected`` files (the input,
-    the recipe), also through another path or a link; make its folder."""
-    for path in protected:
-        if path is None or str(path).startswith("hf:") or not Path(path).exists():
-            continue
-        if (output.exists() and os.path.samefile(output, path)) or output.resolve() == Path(path).resolve():
-            raise UsageError(f"output {output} is the same file as {path}: the run would overwrite it; "
-                             f"write the records elsewhere, e.g. -o {Path(path).with_suffix('')}.out.jsonl")
+    the recipe, ...), also through another path or a link; make its folder."""
+    refuse_overwrite(output, protected, "output")
     make_parent(output)
-    if output.is_dir():
+    try:
+        folder = output.is_dir()
+    except OSError as exc:  # a name too long for the file system
+        raise UserError(f"output {output}: not a usable file name ({exc.strerror or exc}); "
+                        "choose a shorter name") from None
+    if folder:
         raise UserError(f"output {output} is a folder; give a file path, e.g. {output / 'out.jsonl'}")
 
 
 @contextlib.contextmanager
-def _output_lock(output: Path):
+def _output_lock(output: Path, shown: Path | None = None):
+    shown = shown or output
     lock = output.with_name(output.name + ".lock")
     held = contextlib.ExitStack()
     try:
         held.enter_context(exclusive_lock(lock))
     except LockHeld as exc:
         holder = f"pid {exc.pid}" if exc.pid else "another process"
-        raise UserError(f"output {output} is being written by another run ({holder}, lock {lock}); "
+        raise UserError(f"output {shown} is being written by another run ({holder}, lock {lock}); "
                         "wait for it to finish or choose another output") from None
     except PermissionError as exc:
-        raise UserError(f"output {output}: cannot write in {output.parent} ({exc.strerror}); "
+        raise UserError(f"output {shown}: cannot write in {output.parent} ({exc.strerror}); "
                         "choose a folder you can write to") from None
+    except OSError as exc:  # /proc, a name too long for the file system, a read-only mount
+        raise UserError(f"output {shown}: cannot create its lock file {lock} ({exc.strerror or exc}); "
+                        "choose another output path") from None
     with held:
         yield
 
