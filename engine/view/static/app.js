@@ -353,7 +353,9 @@ function reviewBox(key, rid, review) {
   };
   const save = async label => {
     try {
-      const data = await api("/api/review", {method: "POST", headers: {"Content-Type": "application/json"},
+      // the session token the server put in the page: writes without it are refused
+      const token = document.querySelector('meta[name="aidsafe-token"]').content;
+      const data = await api("/api/review", {method: "POST", headers: {"Content-Type": "application/json", "X-Aidsafe-Token": token},
         body: JSON.stringify({file: Number(key), id: rid, label, note: note.value, rev: current ? current.rev : 0})});
       current = data.review; showError(""); show();
     } catch (e) {
