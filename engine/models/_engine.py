@@ -42,9 +42,12 @@ from aidsafe._util.registry import Registry
 from aidsafe.config._specs import ModelSpec
 from aidsafe.store._cache import Cache
 
-# Seconds a remote call may wait for the server's next byte when the model
-# sets no ``timeout`` (a non-streamed answer sends nothing until it is done).
+# Seconds one attempt of a remote call may take in all (connecting, waiting,
+# reading) when the model sets no ``timeout``: a server that trickles bytes
+# cannot hold a call past it.
 DEFAULT_TIMEOUT = 300.0
+# The longest wait a server's Retry-After can impose before a retry.
+RETRY_AFTER_CAP = 60.0
 
 CALL_KEY_VERSION = 2  # 2: stable-first prompt layout
 
@@ -422,12 +425,53 @@ class RemoteEngine:
         request = dataclasses.replace(request, model=self.lm.model)
         for attempt in range(self.retries + 1):
             try:
-                return self._send(request)
+                return self._send_within(request, attempt)
             except Exception as exc:
-                if attempt >= self.retries or not is_transient(exc):
+                timed_out = isinstance(exc, CallTimeout) or isinstance(exc, TimeoutError) \
+                    or "timeout" in type(exc).__name__.lower()
+                if attempt >= self.retries or not (timed_out or is_transient(exc)):
+                    if timed_out and not isinstance(exc, CallTimeout):
+                        raise self._timeout(attempt) from exc  # name the recipe key, not the library's knob
                     raise
                 self.sleep(self.backoff(attempt, getattr(exc, "retry_after", None)))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @property
+    def timeout(self) -> float:
+        return float(self.spec.timeout or DEFAULT_TIMEOUT)
+
+    def _timeout(self, attempt: int) -> CallTimeout:
+        name = self.spec.name
+        return CallTimeout(f"model {name!r} ({self.spec.model}) did not finish a call within its timeout of "
+                           f"{self.timeout:g}s (attempt {attempt + 1} of {self.retries + 1}); if the server is "
+                           f"slow but alive, raise `timeout:` of that model (models.{name}.timeout in the recipe "
+                           f"or judges file)")
+
+    def _send_within(self, request, attempt: int) -> Response:
+        """:meth:`_send` bounded as a whole by the model's ``timeout``: the
+        HTTP client's own timeout only bounds the wait for each next byte,
+        so a server trickling one byte a second would hold it for ever. The
+        attempt runs in a helper thread; past the deadline it is abandoned
+        (its socket still closes at the client's idle timeout or when the
+        server stops) and the call fails as a timeout."""
+        outcome: list = []
+        context = contextvars.copy_context()  # DSPy's settings and the run's meter travel with the call
+
+        def attempt_call() -> None:
+            try:
+                outcome.append((True, context.run(self._send, request)))
+            except BaseException as exc:  # handed to the caller's thread
+                outcome.append((False, exc))
+
+        worker = threading.Thread(target=attempt_call, name="aidsafe-call", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if not outcome:
+            raise self._timeout(attempt)
+        ok, value = outcome[0]
+        if ok:
+            return value
+        raise value
 
     def _send(self, request) -> Response:
         """One request to the provider. The caching engine is already the
@@ -451,8 +495,12 @@ class RemoteEngine:
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry ``attempt + 1``."""
         if retry_after is not None and retry_after >= 0:
-            return min(float(retry_after), self.BACKOFF_CAP * 4) + random.uniform(0, 0.1 * self.BACKOFF_BASE)
+            return min(float(retry_after), RETRY_AFTER_CAP) + random.uniform(0, 0.1 * self.BACKOFF_BASE)
         return random.uniform(0, min(self.BACKOFF_CAP, self.BACKOFF_BASE * 2 ** attempt))
+
+
+class CallTimeout(ModelError, TimeoutError):
+    """A remote call that did not finish within its model's ``timeout``."""
 
 
 def _direct_path():
