@@ -26,8 +26,8 @@ from aidsafe.cli._output import check_outputs, emit_result
               help="Where the *.scored.jsonl copies go (default: beside each input).")
 @judging_options
 @user_errors
-def eval_command(records, judge_model, metrics, pairwise, no_pairwise, output_dir, judges, judge_api_base, workers,
-                 report_path, json_path, quiet, no_cache, cache_dir):
+def eval_command(records, judge_model, metrics, pairwise, no_pairwise, output_dir, judges, judge_api_base,
+                 judge_api_key_env, workers, report_path, json_path, quiet, no_cache, cache_dir):
     """Score RECORDS (output of `aidsafe run`) with LLM judges.
 
     One file: writes OUT.scored.jsonl (each record gets `scores` and `judge`)
@@ -47,7 +47,8 @@ def eval_command(records, judge_model, metrics, pairwise, no_pairwise, output_di
         refuse_overwrite(scored_path(record_file, output_dir), reads, "the scored copy")
     result = evaluate(records, judges=judges, judge_model=judge_model, metrics=metrics or None,
                       pairwise=[] if no_pairwise else (pairwise or None), output_dir=output_dir, cache_dir=cache_dir,
-                      use_cache=not no_cache, workers=workers, api_base=judge_api_base, progress=not quiet)
+                      use_cache=not no_cache, workers=workers, api_base=judge_api_base, progress=not quiet,
+                      api_key_env=judge_api_key_env)
     title = "aidsafe eval: " + " vs ".join(Path(r).name for r in records)
     emit_result(result, title, report_path, json_path,
                 {"files": ", ".join(map(str, records)), "judges": result.judges.get("judges"),

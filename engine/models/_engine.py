@@ -37,7 +37,7 @@ from dspy.lm15 import Response, response_to_events
 from aidsafe._util import progress
 from aidsafe._util.errors import ModelError
 from aidsafe._util.hashing import sha256_of
-from aidsafe._util.redact import register_secret_env
+from aidsafe._util.redact import redact_values, register_secret_env, strip_userinfo
 from aidsafe._util.registry import Registry
 from aidsafe.config._specs import ModelSpec
 from aidsafe.store._cache import Cache
@@ -310,8 +310,10 @@ class CachingEngine:
             box = _TRUNCATED.get()
             if box is not None:
                 box.append(response.text or "")
-        elif key is not None:
-            self.cache.put_call(key, {"response": response_to_dict(response), "seconds": seconds})
+        else:
+            response, stored = _without_secrets(response)
+            if key is not None:
+                self.cache.put_call(key, {"response": stored, "seconds": seconds})
         self._account(response, seconds, cached=False)
         timings = (response.provider_data or {}).get("timings") if isinstance(response.provider_data, dict) else None
         progress.lm_call(self.name, getattr(response.usage, "output_tokens", 0) or 0, seconds,
@@ -367,6 +369,16 @@ def endpoint_from_env(model: str) -> str | None:
     return values.pop() if values else None
 
 
+def _without_secrets(response: Response) -> tuple[Response, dict]:
+    """``response`` with every configured key value (a key the server echoed
+    in its answer) replaced, before it is cached or used; and its dict form."""
+    data = response_to_dict(response)
+    clean = redact_values(data)
+    if clean is data or clean == data:
+        return response, data
+    return response_from_dict(clean), clean
+
+
 class RemoteEngine:
     """Any ``dspy.LM`` model string, sent through DSPy's own clients
     (LiteLLM or lm15), with the key read from an environment variable.
@@ -389,6 +401,7 @@ class RemoteEngine:
         kwargs: dict[str, Any] = {}
         if spec.api_base:
             kwargs["api_base"] = spec.api_base
+            strip_userinfo(spec.api_base)  # its password, if any, is a secret from now on
         if spec.api_key_env:
             key = os.environ.get(spec.api_key_env)
             if not key:
@@ -419,7 +432,8 @@ class RemoteEngine:
 
     def identity(self) -> dict:
         api_base = self.spec.api_base or endpoint_from_env(self.spec.model) or "(provider default)"
-        return {"backend": "remote", "model": self.spec.model, "api_base": api_base}
+        # No user or password in an identity: it goes into provenance and cache keys.
+        return {"backend": "remote", "model": self.spec.model, "api_base": strip_userinfo(api_base)}
 
     def complete(self, request) -> Response:
         request = dataclasses.replace(request, model=self.lm.model)
