@@ -53,6 +53,14 @@ def eval_command(records, judge_model, metrics, pairwise, no_pairwise, output_di
     emit_result(result, title, report_path, json_path,
                 {"files": ", ".join(map(str, records)), "judges": result.judges.get("judges"),
                  "judge models": ", ".join(str(m.get("model")) for m in result.judges.get("models", {}).values())})
+    scored = sum(s.n for file in result.summaries for s in file)
+    paired = sum(n for p in result.pairwise for k, n in p.outcomes.items() if k != "unscored")
+    if scored == 0 and paired == 0:
+        unscored = sum(s.unscored for file in result.summaries for s in file)
+        skipped = sum(s.skipped for file in result.summaries for s in file)
+        raise click.ClickException(
+            f"nothing was scored: {unscored} judge call(s) failed or gave no usable score, {skipped} skipped "
+            f"(failed or filtered records); see the `judge` field in {', '.join(result.scored_paths)}")
 
 
 __all__ = ["eval_command"]

@@ -98,6 +98,9 @@ def _plan(recipe, input_path, field, id_field, limit, overrides, cache_dir, no_c
     from aidsafe.store._cache import Cache
 
     loaded = load_recipe(recipe)
+    from aidsafe.runtime._run import RunOptions, check_named_id_field
+
+    check_named_id_field(loaded, input_path, RunOptions(id_field=id_field))
     cache = Cache(cache_dir or default_cache_dir(), enabled=not no_cache)
     models = inspection_models(loaded, overrides, identity="backend", cache=cache, api_base=api_base)
     program = compile_recipe(loaded, models, cache=cache)

@@ -230,6 +230,24 @@ def _hf_dataset(source: InputSource):
     return loaded[split]
 
 
+def check_id_field(path: str | Path, id_field: str, where: str) -> None:
+    """A :class:`UserError` when the first row of the input has no column
+    ``id_field`` (an id field the user named: ``where`` says where), naming
+    the columns it has and the closest one; records are never numbered by
+    row behind a typo."""
+    from aidsafe._util.registry import suggest
+
+    for _, row, _ in iter_rows(path):
+        if row is None:
+            continue
+        if id_field not in row:
+            columns = [str(k) for k in row]
+            raise UserError(f"{where} {id_field!r}: no such column in {path} (columns: "
+                            f"{', '.join(columns) or '(none)'}){suggest(id_field, columns)}; name one of them, or "
+                            "leave the id field unset to number the records by row")
+        return
+
+
 def read_inputs(path: str | Path, field_name: str = "prompt", id_field: str | None = None,
                 keep: list[str] | None = None, limit: int | None = None,
                 spec: InputSpec | None = None) -> Iterator[InputRecord]:

@@ -19,7 +19,7 @@ from aidsafe.config import Recipe, load_recipe
 from aidsafe.models._engine import ModelUsage, UsageMeter
 from aidsafe.pipeline._compile import Program
 from aidsafe.runtime._process import Outcome, RunOptions, prepare, process
-from aidsafe.runtime._records import InputRecord, Journal, count_inputs, read_inputs
+from aidsafe.runtime._records import InputRecord, Journal, check_id_field, count_inputs, read_inputs
 
 
 @dataclass
@@ -45,8 +45,11 @@ class RunSummary:
                 "seconds": round(self.seconds, 3), "interrupted": self.interrupted, "aborted": self.aborted}
 
     def lines(self) -> list[str]:
-        out = [f"{self.total} record(s) -> {self.output} in {self.seconds:.1f}s: "
-               + ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
+        counts = [f"{n} {s}" for s, n in sorted(self.statuses.items())]
+        unfinished = self.total - sum(self.statuses.values())
+        if unfinished > 0 or not counts:  # Ctrl-C or an abort: say what was left, never an empty list
+            counts.append(f"{max(unfinished, 0)} not finished")
+        out = [f"{self.total} record(s) -> {self.output} in {self.seconds:.1f}s: " + ", ".join(counts)
                + (f" ({self.resumed} already done)" if self.resumed else "")]
         for reason, n in self.failures.most_common():
             out.append(f"  failed: {n} x {reason}")
@@ -141,7 +144,12 @@ def _output_lock(output: Path, shown: Path | None = None):
 
 def _run(recipe, input_path, output: Path, options: RunOptions, on_record) -> RunSummary:
     started = time.perf_counter()
-    total = count_inputs(input_path) if options.limit is None else min(options.limit, count_inputs(input_path))
+    rows = count_inputs(input_path)
+    if rows == 0:
+        raise UserError(f"input {input_path} has no rows: nothing to run; give a file with one prompt per line "
+                        "(JSONL), row (CSV) or item (JSON array)")
+    total = rows if options.limit is None else min(options.limit, rows)
+    check_named_id_field(recipe, input_path, options)
     # Live from the first second: weights are verified and models load
     # before the first record, and a local model's first record takes minutes.
     bar = Progress(total, options.progress, unit="rec", desc="aidsafe", interval=options.progress_interval, live=True)
@@ -152,6 +160,16 @@ def _run(recipe, input_path, output: Path, options: RunOptions, on_record) -> Ru
         return _run_prepared(recipe, program, cache, input_path, output, options, on_record, bar, total, started)
     finally:
         bar.close()  # again after a normal end (closing twice is harmless): stops the heartbeat on any error
+
+
+def check_named_id_field(recipe: Recipe, input_path, options: RunOptions) -> None:
+    """An id field the user named (``--id-field``, or ``input.id_field`` in
+    the recipe) must be a column of the input; the default ``id`` may be
+    missing (records are then numbered by row)."""
+    if options.id_field:
+        check_id_field(input_path, options.id_field, "--id-field")
+    elif "id_field" in (recipe.data.get("input") or {}):
+        check_id_field(input_path, recipe.id_field, f"{recipe.path}: input.id_field")
 
 
 def _run_prepared(recipe, program, cache, input_path, output, options, on_record, bar, total, started) -> RunSummary:
