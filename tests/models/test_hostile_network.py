@@ -115,3 +115,84 @@ def test_the_deadline_keeps_the_callers_context():
     with dspy.context(trace=["marker"]):
         assert engine._send_within(object(), 0) == "answer"
     assert seen == [["marker"]]
+
+
+# ------------------------------------------ item 10: serve survives stalled clients
+
+def _stalled_upload(port: int, sent: bytes = b'{"model": "m", "mess') -> socket.socket:
+    """A client that announces a body, sends part of it, and stalls."""
+    conn = socket.create_connection(("127.0.0.1", port))
+    conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 500\r\n\r\n" + sent)
+    return conn
+
+
+def _answer(conn: socket.socket) -> bytes:
+    conn.settimeout(30)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_stalled_uploads_hold_no_slot_and_get_a_408():
+    import http.client
+    import json as json_
+
+    from aidsafe.models.local._serve import ServeFront
+    from aidsafe.testing.mock_server import MockOpenAIServer
+
+    with MockOpenAIServer() as upstream:
+        front = ServeFront("127.0.0.1", 0, slots=1, max_waiting=0, read_timeout=2)
+        front.start(f"http://127.0.0.1:{upstream.port}")
+        port = int(front.url.rsplit(":", 1)[1].split("/")[0])
+        stalled = [_stalled_upload(port) for _ in range(3)]
+        try:
+            # every slot would be held by the stalled uploads before the fix: here a real request still gets in
+            for _ in range(3):
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                connection.request("POST", "/v1/chat/completions", headers={"Content-Type": "application/json"},
+                                   body=json_.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+                assert connection.getresponse().status == 200
+                connection.close()
+            # and each stalled upload is answered 408 once its deadline passes, not held for ever
+            for conn in stalled:
+                assert _answer(conn).startswith(b"HTTP/1.1 408")
+        finally:
+            for conn in stalled:
+                conn.close()
+            front.close()
+
+
+def test_a_trickling_upload_gets_a_408_at_its_deadline():
+    from aidsafe.models.local._serve import ServeFront
+    from aidsafe.testing.mock_server import MockOpenAIServer
+
+    with MockOpenAIServer() as upstream:
+        front = ServeFront("127.0.0.1", 0, slots=1, max_waiting=0, read_timeout=1)
+        front.start(f"http://127.0.0.1:{upstream.port}")
+        port = int(front.url.rsplit(":", 1)[1].split("/")[0])
+        conn = _stalled_upload(port, b"")
+        sent, answer = 0, b""
+        try:
+            conn.settimeout(0.2)
+            while sent < 500:  # a byte each 0.2 s: never idle long enough for a per-read timeout
+                try:
+                    answer = conn.recv(4096)
+                    break
+                except TimeoutError:
+                    pass
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    break
+                sent += 1
+            answer += _answer(conn) if not answer else b""
+        finally:
+            conn.close()
+            front.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+    assert sent < 500  # stopped by the deadline, not by the end of the body
