@@ -269,11 +269,15 @@ class CachingEngine:
         if hit is not None:
             try:
                 response = response_from_dict(hit["response"])
+                # The reader is lenient (parts: "zz" reads as one part per
+                # letter): an entry must read back to exactly what it holds.
+                if response_to_dict(response) != hit["response"]:
+                    raise ValueError("the stored answer does not have the shape of an answer")
                 # A replayed answer costs no time now; its tokens still describe the record.
                 self._account(response, 0.0, cached=True)
                 return response
-            except Exception:  # an entry from an incompatible version: drop it, recompute
-                self.cache.drop_call(key)
+            except Exception as exc:  # an entry from an incompatible version, or tampered: drop it, recompute
+                self.cache.drop_call(key, f"model {self.name}: {exc}")
         sample = _SAMPLE.get()
         if request.config.seed is None and getattr(self.inner, "derives_seed", False):
             # A server samples with a fresh random seed per request unless
