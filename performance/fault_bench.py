@@ -290,9 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         outcomes.append(run_once(label, num_retries, args, rows, tmp))
         report(outcomes[-1], rows, args.retry_after)
 
-    print("\nsummary:")
-    print(f"{'run':<6} {'num_retries':>12} {'wall s':>7} {'ok':>5} {'filtered':>9} {'failed':>7} {'429s':>5} "
-          f"{'500s':>5} {'truncated':>10} {'checks met':>11}")
+    if outcomes:
+        print("\nsummary:")
+        print(f"{'run':<6} {'num_retries':>12} {'wall s':>7} {'ok':>5} {'filtered':>9} {'failed':>7} {'429s':>5} "
+              f"{'500s':>5} {'truncated':>10} {'checks met':>11}")
     for o in outcomes:
         st = Counter(r.get("status") for r in o.records)
         sent = Counter(e.status for e in o.events if e.status is not None)
