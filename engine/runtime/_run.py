@@ -19,7 +19,7 @@ from aidsafe.config import Recipe, load_recipe
 from aidsafe.models._engine import ModelUsage, UsageMeter
 from aidsafe.pipeline._compile import Program
 from aidsafe.runtime._process import Outcome, RunOptions, prepare, process
-from aidsafe.runtime._records import InputRecord, Journal, check_id_field, count_inputs, read_inputs
+from aidsafe.runtime._records import InputRecord, Journal, check_id_field, count_inputs, iter_rows, read_inputs
 
 
 @dataclass
@@ -146,6 +146,7 @@ def _run(recipe, input_path, output: Path, options: RunOptions, on_record) -> Ru
     started = time.perf_counter()
     rows = count_inputs(input_path)
     if rows == 0:
+        next(iter_rows(input_path), None)  # a file that cannot be read says so (a broken parquet counts 0)
         raise UserError(f"input {input_path} has no rows: nothing to run; give a file with one prompt per line "
                         "(JSONL), row (CSV) or item (JSON array)")
     total = rows if options.limit is None else min(options.limit, rows)
