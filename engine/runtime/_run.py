@@ -94,6 +94,7 @@ def run(recipe: Recipe | str | Path, input_path: str | Path, output_path: str | 
     is a file the run reads (the input, the recipe and its parents, the
     policies, prompts or precedent pools) is a :class:`UsageError`."""
     options = options or RunOptions()
+    label = recipe.name if isinstance(recipe, Recipe) else Path(recipe).name  # as the user named it
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     shown = Path(output_path)
@@ -102,7 +103,7 @@ def run(recipe: Recipe | str | Path, input_path: str | Path, output_path: str | 
     # the output itself share one lock, one journal, and the link stays a link.
     output = shown.resolve()
     with _output_lock(output, shown):
-        summary = _run(recipe, input_path, output, options, on_record)
+        summary = _run(recipe, input_path, output, options, on_record, label, shown)
     summary.output = str(shown)
     return summary
 
@@ -142,7 +143,8 @@ def _output_lock(output: Path, shown: Path | None = None):
         yield
 
 
-def _run(recipe, input_path, output: Path, options: RunOptions, on_record) -> RunSummary:
+def _run(recipe, input_path, output: Path, options: RunOptions, on_record, label: str | None = None,
+         shown: Path | None = None) -> RunSummary:
     started = time.perf_counter()
     rows = count_inputs(input_path)
     if rows == 0:
@@ -154,8 +156,8 @@ def _run(recipe, input_path, output: Path, options: RunOptions, on_record) -> Ru
     # Live from the first second: weights are verified and models load
     # before the first record, and a local model's first record takes minutes.
     bar = Progress(total, options.progress, unit="rec", desc="aidsafe", interval=options.progress_interval, live=True)
-    name = recipe.name if isinstance(recipe, Recipe) else Path(recipe).name
-    bar.say(f"{name}: {total} record(s) from {input_path} -> {output}; preparing models")
+    name = label or (recipe.name if isinstance(recipe, Recipe) else Path(recipe).name)
+    bar.say(f"{name}: {total} record(s) from {input_path} -> {shown or output}; preparing models")
     try:
         recipe, program, cache = prepare(recipe, options)
         return _run_prepared(recipe, program, cache, input_path, output, options, on_record, bar, total, started)
