@@ -21,9 +21,16 @@ By default it runs twice: with the engine's default ``num_retries`` (recipe
 key unset) and with ``num_retries: 1``, where some calls give up and records
 must end ``failed`` with the reason.
 
+Then it runs the hostile scenarios of :mod:`_hostile` (issue 29: a lone
+surrogate in a row, a key echoed in successful answers, a trickling server,
+stalled clients holding ``aidsafe serve``'s slots) as real ``aidsafe run``
+processes and prints their table: lost records, tracebacks and key leaks,
+each of which must be 0 (MET).
+
 Usage::
 
     python performance/fault_bench.py [--records 100] [--retries default,1] [--latency 0.02] [--workers 8]
+                                      [--hostile-trials 2] [--hostile-only]
 
 Exit status is 0 whenever the runs complete, even if a target is missed.
 """
@@ -252,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--truncate-rate", type=float, default=0.1, help="share of answers truncated (default 0.1)")
     parser.add_argument("--retry-after", type=float, default=0.05, help="Retry-After on 429s, seconds (default 0.05)")
     parser.add_argument("--seed", type=int, default=8, help="fault RNG seed (default 8)")
+    parser.add_argument("--hostile-trials", type=int, default=2, help="trials per hostile scenario (default 2; 0: none)")
+    parser.add_argument("--hostile-only", action="store_true", help="run only the hostile scenarios")
     args = parser.parse_args(argv)
     try:
         plan = [None if s.strip() == "default" else int(s) for s in args.retries.split(",") if s.strip()]
@@ -270,14 +279,17 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.truncate_rate:.0%} of answers truncated, seed {args.seed}")
     print(machine_line(), flush=True)
     outcomes = []
+    if args.hostile_only:
+        plan = []
     for i, num_retries in enumerate(plan):
         label = f"run {i + 1}"
         outcomes.append(run_once(label, num_retries, args, rows, tmp))
         report(outcomes[-1], rows, args.retry_after)
 
-    print("\nsummary:")
-    print(f"{'run':<6} {'num_retries':>12} {'wall s':>7} {'ok':>5} {'filtered':>9} {'failed':>7} {'429s':>5} "
-          f"{'500s':>5} {'truncated':>10} {'checks met':>11}")
+    if outcomes:
+        print("\nsummary:")
+        print(f"{'run':<6} {'num_retries':>12} {'wall s':>7} {'ok':>5} {'filtered':>9} {'failed':>7} {'429s':>5} "
+              f"{'500s':>5} {'truncated':>10} {'checks met':>11}")
     for o in outcomes:
         st = Counter(r.get("status") for r in o.records)
         sent = Counter(e.status for e in o.events if e.status is not None)
@@ -285,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{o.label:<6} {o.num_retries if o.num_retries is not None else 'default'!s:>12} {o.wall:>7.2f} "
               f"{st.get('ok', 0):>5} {st.get('filtered', 0):>9} {st.get('failed', 0):>7} {sent.get(429, 0):>5} "
               f"{sent.get(500, 0):>5} {sum(e.truncated for e in o.events):>10} {f'{met}/{len(o.checks)}':>11}")
+    if args.hostile_trials > 0:
+        from _hostile import hostile_table
+
+        clean = hostile_table(rows, args.hostile_trials)
+        print(f"hostile scenarios: 0 lost, 0 tracebacks, 0 leaks: {verdict(clean)}")
     print(f"\nat the end, {machine_line()}")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0

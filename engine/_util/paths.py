@@ -13,7 +13,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from aidsafe._util.errors import UserError
+from aidsafe._util.errors import UsageError, UserError
 
 # engine/_util/paths.py -> the checkout (or, installed, site-packages).
 _CHECKOUT = Path(__file__).resolve().parents[2]
@@ -135,3 +135,32 @@ def make_parent(path: str | os.PathLike[str]) -> None:
 def _printable(path: Path) -> str:
     """A path for a one-line message: a control character (a CR in a name) escaped."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
+def refuse_overwrite(output: str | os.PathLike[str], reads, what: str = "output", folder: bool = False) -> None:
+    """A :class:`UsageError` when ``output`` is one of the files the command
+    ``reads`` (an input, the recipe and its parents, policies, prompts,
+    judges), by another name or through a link; with ``folder`` (an output
+    that is a folder, replaced whole), also when one of them lies inside it.
+    Every command that writes checks its outputs here before writing."""
+    out = Path(output)
+    try:
+        real_out = out.resolve()
+    except (OSError, ValueError):
+        return  # not a usable name: the writer reports it with its path
+    for path in reads:
+        if path is None or str(path).startswith("hf:"):
+            continue
+        read = Path(path)
+        try:
+            real = read.resolve()
+            same = real == real_out or (out.exists() and read.exists() and os.path.samefile(out, read))
+            inside = folder and real.is_relative_to(real_out)
+        except (OSError, ValueError):
+            continue
+        if same or inside:
+            how = "is the same file as" if same else "is a folder that holds"
+            raise UsageError(f"{what} {out} {how} {read}, which this command reads: writing would destroy it; "
+                             f"write elsewhere, e.g. {_elsewhere(out)}")
+
+
+def _elsewhere(out: Path) -> Path:
+    return out.with_name(f"{out.stem}.out{out.suffix}") if out.suffix else out.with_name(out.name + "-out")

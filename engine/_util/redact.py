@@ -12,7 +12,13 @@ a log line. :func:`redact` replaces, in any text:
   (``*API_KEY*``, ``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``);
 * anything shaped like a key: ``sk-...`` (OpenAI, Anthropic), ``Bearer ...``,
   ``hf_...``, ``ghp_...``, ``AKIA...``, ``xox?-...``, ``AIza...``, and
-  ``api_key=...`` / ``"api_key": "..."`` pairs.
+  ``api_key=...`` / ``"api_key": "..."`` pairs;
+* the user and password of a URL (``http://user:PASS@host/v1`` becomes
+  ``http://[redacted]@host/v1``; :func:`strip_userinfo` drops them).
+
+Model answers are data, so only :func:`redact_values` runs on them (the
+configured secret values, no shapes): a key a server echoes in a 200 answer
+never reaches the cache or the output.
 
 Values shorter than :data:`MIN_SECRET` characters are not replaced (they
 would mangle ordinary words); such a key is no secret anyway.
@@ -27,13 +33,17 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["REDACTED", "install_log_redaction", "redact", "redact_error", "register_secret_env"]
+__all__ = ["REDACTED", "install_log_redaction", "redact", "redact_error", "redact_values", "register_secret_env",
+           "register_secret_value", "strip_userinfo"]
 
 REDACTED = "[redacted]"
 MIN_SECRET = 6
 
 _ENV_NAMES: set[str] = set()
+_VALUES: set[str] = set()
 _LOCK = threading.Lock()
+# scheme://user[:password]@ : the userinfo goes, the host stays.
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s@?#]+)@")
 _SECRET_NAME = re.compile(r"API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD", re.IGNORECASE)
 _SHAPES = re.compile(
     r"(?<![A-Za-z0-9])(?:sk|rk|pk)-[A-Za-z0-9_\-]{12,}"        # sk-..., sk-proj-..., sk-ant-...
@@ -58,10 +68,29 @@ def register_secret_env(name: str | None) -> None:
             _ENV_NAMES.add(name)
 
 
+def register_secret_value(value: str | None) -> None:
+    """Redact ``value`` itself from now on (a password in an ``api_base``)."""
+    if value and len(value) >= MIN_SECRET:
+        with _LOCK:
+            _VALUES.add(value)
+
+
+def strip_userinfo(url: str | None) -> str | None:
+    """``url`` without its ``user:password@`` part (registering the password
+    as a secret), for what is stored or printed: identities, provenance."""
+    if not isinstance(url, str) or "@" not in url:
+        return url
+    for match in _USERINFO.finditer(url):
+        user, _, password = match.group("userinfo").partition(":")
+        register_secret_value(password)
+    return _USERINFO.sub(lambda m: m.group("scheme"), url)
+
+
 def _secret_values() -> list[str]:
     with _LOCK:
         names = set(_ENV_NAMES)
-    values = {os.environ.get(n, "") for n in names}
+        fixed = set(_VALUES)
+    values = {os.environ.get(n, "") for n in names} | fixed
     values |= {v for n, v in os.environ.items() if _SECRET_NAME.search(n)}
     # Longest first: a key that contains another is replaced whole.
     return sorted((v for v in values if len(v) >= MIN_SECRET), key=len, reverse=True)
@@ -76,7 +105,32 @@ def redact(text: Any) -> Any:
         if value in text:
             text = text.replace(value, REDACTED)
     text = _PAIRS.sub(lambda m: m.group("name") + REDACTED, text)
+    if "@" in text:
+        text = _USERINFO.sub(lambda m: m.group("scheme") + REDACTED + "@", text)
     return _SHAPES.sub(REDACTED, text)
+
+
+def redact_values(value: Any) -> Any:
+    """``value`` (text, or lists and dicts of it, such as a model's answer)
+    with every configured secret value replaced; shapes are left alone, as
+    an answer may rightly show what a key looks like."""
+    secrets = _secret_values()
+    if not secrets:
+        return value
+
+    def walk(item):
+        if isinstance(item, str):
+            for secret in secrets:
+                if secret in item:
+                    item = item.replace(secret, REDACTED)
+            return item
+        if isinstance(item, dict):
+            return {k: walk(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [walk(v) for v in item]
+        return item
+
+    return walk(value)
 
 
 def redact_error(error: dict | None) -> dict | None:

@@ -9,7 +9,7 @@ import click
 
 from aidsafe.cli._errors import user_errors
 from aidsafe.cli._options import judging_options
-from aidsafe.cli._output import emit_result
+from aidsafe.cli._output import check_outputs, emit_result
 
 
 @click.command("bench")
@@ -30,7 +30,7 @@ from aidsafe.cli._output import emit_result
 @judging_options
 @user_errors
 def bench_command(model, suite, limit, judge_model, api_base, api_key_env, max_tokens, shots, output_path, judges,
-                  judge_api_base, workers, report_path, json_path, quiet, no_cache, cache_dir):
+                  judge_api_base, judge_api_key_env, workers, report_path, json_path, quiet, no_cache, cache_dir):
     """Evaluate MODEL (local:smoke, local:default, openai/NAME with --api-base,
     ...) on the shipped benchmark sets.
 
@@ -41,9 +41,13 @@ def bench_command(model, suite, limit, judge_model, api_base, api_key_env, max_t
     utility      MMLU subset: accuracy
     """
     from aidsafe.evaluation._benchmarks import run_benchmark
+    from aidsafe.evaluation._judge_specs import resolve_judges_path
+
+    check_outputs([resolve_judges_path(judges)], output=output_path, report=report_path, json=json_path)
 
     result = run_benchmark(model, suite=suite, limit=limit, judge_model=judge_model, api_base=api_base,
                            api_key_env=api_key_env, judge_api_base=judge_api_base, judges=judges,
+                           judge_api_key_env=judge_api_key_env,
                            cache_dir=cache_dir, use_cache=not no_cache, workers=workers, max_tokens=max_tokens,
                            shots=shots, output=output_path, progress=not quiet)
     if output_path:

@@ -14,7 +14,7 @@ import click
 
 from aidsafe.cli._errors import user_errors
 from aidsafe.cli._options import cache_options, judge_model_options, model_overrides
-from aidsafe.cli._output import emit_result
+from aidsafe.cli._output import check_outputs, emit_result
 
 
 @click.command("compare")
@@ -59,6 +59,9 @@ def compare_command(recipes, input_path, judges, judge_model, judge_api_base, ju
     if len(recipes) < 2:
         raise click.UsageError("compare needs at least two recipes: the first is the baseline, e.g. "
                                "aidsafe compare recipes/baseline.yaml recipes/aidsafe.yaml -i prompts.jsonl")
+    from aidsafe.evaluation._judge_specs import resolve_judges_path
+
+    check_outputs([input_path, resolve_judges_path(judges), *recipes], report=report_path, json=json_path)
     result = compare_recipes(recipes, input_path, judges=judges, judge_model=judge_model, metrics=metrics or None,
                              pairwise=pairwise, limit=limit, out_dir=out_dir, model_overrides=model_overrides(models),
                              cache_dir=cache_dir, use_cache=not no_cache, workers=workers,

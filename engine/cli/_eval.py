@@ -10,7 +10,7 @@ import click
 
 from aidsafe.cli._errors import user_errors
 from aidsafe.cli._options import judging_options
-from aidsafe.cli._output import emit_result
+from aidsafe.cli._output import check_outputs, emit_result
 
 
 @click.command("eval")
@@ -26,8 +26,8 @@ from aidsafe.cli._output import emit_result
               help="Where the *.scored.jsonl copies go (default: beside each input).")
 @judging_options
 @user_errors
-def eval_command(records, judge_model, metrics, pairwise, no_pairwise, output_dir, judges, judge_api_base, workers,
-                 report_path, json_path, quiet, no_cache, cache_dir):
+def eval_command(records, judge_model, metrics, pairwise, no_pairwise, output_dir, judges, judge_api_base,
+                 judge_api_key_env, workers, report_path, json_path, quiet, no_cache, cache_dir):
     """Score RECORDS (output of `aidsafe run`) with LLM judges.
 
     One file: writes OUT.scored.jsonl (each record gets `scores` and `judge`)
@@ -35,17 +35,32 @@ def eval_command(records, judge_model, metrics, pairwise, no_pairwise, output_di
     number unscored. Two files: also prints the difference per metric (paired
     over shared ids) and runs the pairwise preference judge in both orders.
     """
-    from aidsafe.evaluation._eval import evaluate
+    from aidsafe._util.paths import refuse_overwrite
+    from aidsafe.evaluation._eval import evaluate, scored_path
+    from aidsafe.evaluation._judge_specs import resolve_judges_path
 
     if len(records) > 2:
         raise click.UsageError(f"eval takes one records file, or two to compare; got {len(records)}")
+    reads = [*records, resolve_judges_path(judges)]
+    check_outputs(reads, report=report_path, json=json_path)
+    for record_file in records:
+        refuse_overwrite(scored_path(record_file, output_dir), reads, "the scored copy")
     result = evaluate(records, judges=judges, judge_model=judge_model, metrics=metrics or None,
                       pairwise=[] if no_pairwise else (pairwise or None), output_dir=output_dir, cache_dir=cache_dir,
-                      use_cache=not no_cache, workers=workers, api_base=judge_api_base, progress=not quiet)
+                      use_cache=not no_cache, workers=workers, api_base=judge_api_base, progress=not quiet,
+                      api_key_env=judge_api_key_env)
     title = "aidsafe eval: " + " vs ".join(Path(r).name for r in records)
     emit_result(result, title, report_path, json_path,
                 {"files": ", ".join(map(str, records)), "judges": result.judges.get("judges"),
                  "judge models": ", ".join(str(m.get("model")) for m in result.judges.get("models", {}).values())})
+    scored = sum(s.n for file in result.summaries for s in file)
+    paired = sum(n for p in result.pairwise for k, n in p.outcomes.items() if k != "unscored")
+    if scored == 0 and paired == 0:
+        unscored = sum(s.unscored for file in result.summaries for s in file)
+        skipped = sum(s.skipped for file in result.summaries for s in file)
+        raise click.ClickException(
+            f"nothing was scored: {unscored} judge call(s) failed or gave no usable score, {skipped} skipped "
+            f"(failed or filtered records); see the `judge` field in {', '.join(result.scored_paths)}")
 
 
 __all__ = ["eval_command"]

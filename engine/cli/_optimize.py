@@ -16,7 +16,7 @@ import click
 
 from aidsafe.cli._errors import user_errors
 from aidsafe.cli._options import cache_options, judge_model_options, model_overrides
-from aidsafe.cli._output import write_json_summary
+from aidsafe.cli._output import check_outputs, write_json_summary
 
 
 def _roles(text: str | None) -> list[str] | None:
@@ -121,6 +121,7 @@ def optimize_command(recipe, trainset, out_dir, metric, optimizer, roles, val_fr
     lines, warnings = routing_report(load_recipe(recipe), options.model_overrides)
     for line in (lines if not quiet else []) + warnings:  # before any model is built or called
         click.echo(line, err=True)
+    check_outputs([recipe, trainset], json=json_path)
     with _quiet(quiet):
         result = optimize(recipe, trainset, out_dir, options)
     click.echo(to_markdown(result.tables()))

@@ -21,6 +21,11 @@ def _judge_api_base_option():
     return click.option("--judge-api-base", help="OpenAI-compatible endpoint for --judge-model.")
 
 
+def _judge_api_key_env_option():
+    return click.option("--judge-api-key-env", metavar="VAR",
+                        help="Environment variable holding the judges' API key (its name, never the key).")
+
+
 def judge_model_options(func):
     """Add ``--judge-model``, ``--judge-api-base`` and ``--judge-api-key-env``:
     the command receives ``judge_model``, ``judge_api_base`` and
@@ -29,8 +34,7 @@ def judge_model_options(func):
         click.option("--judge-model", help="Model string replacing every judge model of the judges file, e.g. "
                                            "local:default or openai/gpt-4o-mini."),
         _judge_api_base_option(),
-        click.option("--judge-api-key-env", metavar="VAR",
-                     help="Environment variable holding the judges' API key (its name, never the key)."),
+        _judge_api_key_env_option(),
     ]
     for option in reversed(options):
         func = option(func)
@@ -39,12 +43,13 @@ def judge_model_options(func):
 
 def judging_options(func):
     """Add the options ``eval`` and ``bench`` share: ``--judges``,
-    ``--judge-api-base``, ``--workers``, ``--report``, ``--json``,
+    ``--judge-api-base``, ``--judge-api-key-env``, ``--workers``, ``--report``, ``--json``,
     ``--quiet`` and the cache options."""
     options = [
         click.option("--judges", "judges", default="judges", show_default=True,
                      help="Judges file: a path, or a name in recipes/ (judges = recipes/judges.yaml)."),
         _judge_api_base_option(),
+        _judge_api_key_env_option(),
         click.option("--workers", type=click.IntRange(min=1), help="Model calls in flight at once (default 1)."),
         click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
                      help="Write a self-contained HTML report (charts need the `report` extra: matplotlib)."),

@@ -10,6 +10,16 @@ from pathlib import Path
 import click
 
 
+def check_outputs(reads, **outputs: Path | None) -> None:
+    """Refuse, before any work, an output (``--report``, ``--json``, ...;
+    keyword: option name) that is one of the files the command ``reads``."""
+    from aidsafe._util.paths import refuse_overwrite
+
+    for option, path in outputs.items():
+        if path is not None:
+            refuse_overwrite(path, reads, f"--{option.replace('_', '-')}")
+
+
 def write_json_summary(path: Path, data: dict) -> None:
     """Write ``data`` as indented JSON to ``path`` and say so on stderr."""
     from aidsafe._util.atomic import atomic_write
@@ -36,4 +46,4 @@ def emit_result(result, title: str, report_path: Path | None, json_path: Path | 
         write_json_summary(json_path, result.to_dict())
 
 
-__all__ = ["emit_result", "write_json_summary"]
+__all__ = ["check_outputs", "emit_result", "write_json_summary"]

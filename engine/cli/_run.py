@@ -101,9 +101,11 @@ def _plan(recipe, input_path, field, id_field, limit, overrides, cache_dir, no_c
     from aidsafe.models._routing import routing_report
     from aidsafe.pipeline._compile import compile_recipe
     from aidsafe.runtime._plan import plan_run
+    from aidsafe.runtime._run import RunOptions, check_named_id_field
     from aidsafe.store._cache import Cache
 
     loaded = load_recipe(recipe)
+    check_named_id_field(loaded, input_path, RunOptions(id_field=id_field))
     lines, warnings = routing_report(loaded, overrides, api_base)
     for line in lines:
         click.echo(line)

@@ -287,6 +287,40 @@ class Recipe:
     def base_dir(self) -> Path:
         return self.path.parent
 
+    def files_read(self) -> list[Path]:
+        """Every file a run of this recipe reads: the recipe, the recipes it
+        extends, its policy file, its ``prompts.json`` and precedent pools
+        (an output must never be one of them). A reference that does not
+        resolve is left out: loading reports it."""
+        from aidsafe._util import paths
+
+        found = [self.path]
+        for display in self.chain:
+            found.append(Path(display) if Path(display).is_absolute() else paths.project_root() / display)
+        try:
+            if self.inline_policies is None:
+                from aidsafe.config._policies import policy_path
+
+                found.append(policy_path(self.policy_ref, self.base_dir))
+        except (UserError, OSError, ValueError):
+            pass
+        if self.prompts:
+            from aidsafe.config._prompts import prompts_path
+
+            try:
+                found.append(prompts_path(self))
+            except (UserError, OSError, ValueError):
+                pass
+        for agent in self.agents.values():
+            if agent.demos and isinstance(agent.demos.get("pool"), str):
+                from aidsafe.config._prompts import precedent_pool_path
+
+                try:
+                    found.append(precedent_pool_path(self, agent.name))
+                except (UserError, OSError, ValueError):
+                    pass
+        return found
+
     def load_policies(self):
         """The recipe's policies: the set it names (relative to its folder),
         the ones it writes inline, or a set's subset plus its own additions."""

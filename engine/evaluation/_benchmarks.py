@@ -492,6 +492,7 @@ def _check_judges(panel: JudgePanel, refusal: str, rubric: str) -> None:
 
 def run_benchmark(model: str, suite: str = "all", limit: int | None = None, judge_model: str | None = None,
                   api_base: str | None = None, api_key_env: str | None = None, judge_api_base: str | None = None,
+                  judge_api_key_env: str | None = None,
                   judges: str | Path = "judges", refusal_judge: str = "refusal", rubric_judge: str = "strongreject",
                   cache_dir: str | Path | None = None, use_cache: bool = True, workers: int | None = None,
                   max_tokens: int = 256, mmlu_max_tokens: int = 32, shots: int = 0,
@@ -515,7 +516,8 @@ def run_benchmark(model: str, suite: str = "all", limit: int | None = None, judg
         result.model_identity = target.identity
         panel = None
         if judge_model:
-            panel = JudgePanel.build(load_judges(judges), cache, judge_model=judge_model, api_base=judge_api_base)
+            panel = JudgePanel.build(load_judges(judges), cache, judge_model=judge_model, api_base=judge_api_base,
+                                     api_key_env=judge_api_key_env)
             _check_judges(panel, refusal_judge, rubric_judge)
             result.judges = panel.identity()
             result.classifier = f"judge {refusal_judge!r} on {judge_model}"

@@ -36,15 +36,18 @@ from dspy.lm15 import Response, response_to_events
 from aidsafe._util import progress
 from aidsafe._util.errors import ModelError
 from aidsafe._util.hashing import sha256_of
-from aidsafe._util.redact import register_secret_env
+from aidsafe._util.redact import redact_values, register_secret_env, strip_userinfo
 from aidsafe._util.registry import Registry
 from aidsafe.config._specs import ModelSpec
 from aidsafe.models._serde import request_to_dict, response_from_dict, response_to_dict
 from aidsafe.store._cache import Cache
 
-# Seconds a remote call may wait for the server's next byte when the model
-# sets no ``timeout`` (a non-streamed answer sends nothing until it is done).
+# Seconds one attempt of a remote call may take in all (connecting, waiting,
+# reading) when the model sets no ``timeout``: a server that trickles bytes
+# cannot hold a call past it.
 DEFAULT_TIMEOUT = 300.0
+# The longest wait a server's Retry-After can impose before a retry.
+RETRY_AFTER_CAP = 60.0
 
 CALL_KEY_VERSION = 2  # 2: stable-first prompt layout
 
@@ -266,11 +269,15 @@ class CachingEngine:
         if hit is not None:
             try:
                 response = response_from_dict(hit["response"])
+                # The reader is lenient (parts: "zz" reads as one part per
+                # letter): an entry must read back to exactly what it holds.
+                if response_to_dict(response) != hit["response"]:
+                    raise ValueError("the stored answer does not have the shape of an answer")
                 # A replayed answer costs no time now; its tokens still describe the record.
                 self._account(response, 0.0, cached=True)
                 return response
-            except Exception:  # an entry from an incompatible version: drop it, recompute
-                self.cache.drop_call(key)
+            except Exception as exc:  # an entry from an incompatible version, or tampered: drop it, recompute
+                self.cache.drop_call(key, f"model {self.name}: {exc}")
         sample = _SAMPLE.get()
         if request.config.seed is None and getattr(self.inner, "derives_seed", False):
             # A server samples with a fresh random seed per request unless
@@ -307,8 +314,10 @@ class CachingEngine:
             box = _TRUNCATED.get()
             if box is not None:
                 box.append(response.text or "")
-        elif key is not None:
-            self.cache.put_call(key, {"response": response_to_dict(response), "seconds": seconds})
+        else:
+            response, stored = _without_secrets(response)
+            if key is not None:
+                self.cache.put_call(key, {"response": stored, "seconds": seconds})
         self._account(response, seconds, cached=False)
         timings = (response.provider_data or {}).get("timings") if isinstance(response.provider_data, dict) else None
         progress.lm_call(self.name, getattr(response.usage, "output_tokens", 0) or 0, seconds,
@@ -364,6 +373,16 @@ def endpoint_from_env(model: str) -> str | None:
     return values.pop() if values else None
 
 
+def _without_secrets(response: Response) -> tuple[Response, dict]:
+    """``response`` with every configured key value (a key the server echoed
+    in its answer) replaced, before it is cached or used; and its dict form."""
+    data = response_to_dict(response)
+    clean = redact_values(data)
+    if clean is data or clean == data:
+        return response, data
+    return response_from_dict(clean), clean
+
+
 class RemoteEngine:
     """Any ``dspy.LM`` model string, sent through DSPy's own clients
     (LiteLLM or lm15), with the key read from an environment variable.
@@ -386,6 +405,7 @@ class RemoteEngine:
         kwargs: dict[str, Any] = {}
         if spec.api_base:
             kwargs["api_base"] = spec.api_base
+            strip_userinfo(spec.api_base)  # its password, if any, is a secret from now on
         if spec.api_key_env:
             key = os.environ.get(spec.api_key_env)
             if not key:
@@ -416,18 +436,60 @@ class RemoteEngine:
 
     def identity(self) -> dict:
         api_base = self.spec.api_base or endpoint_from_env(self.spec.model) or "(provider default)"
-        return {"backend": "remote", "model": self.spec.model, "api_base": api_base}
+        # No user or password in an identity: it goes into provenance and cache keys.
+        return {"backend": "remote", "model": self.spec.model, "api_base": strip_userinfo(api_base)}
 
     def complete(self, request) -> Response:
         request = dataclasses.replace(request, model=self.lm.model)
         for attempt in range(self.retries + 1):
             try:
-                return self._send(request)
+                return self._send_within(request, attempt)
             except Exception as exc:
-                if attempt >= self.retries or not is_transient(exc):
+                timed_out = isinstance(exc, CallTimeout) or isinstance(exc, TimeoutError) \
+                    or "timeout" in type(exc).__name__.lower()
+                if attempt >= self.retries or not (timed_out or is_transient(exc)):
+                    if timed_out and not isinstance(exc, CallTimeout):
+                        raise self._timeout(attempt) from exc  # name the recipe key, not the library's knob
                     raise
                 self.sleep(self.backoff(attempt, getattr(exc, "retry_after", None)))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @property
+    def timeout(self) -> float:
+        return float(self.spec.timeout or DEFAULT_TIMEOUT)
+
+    def _timeout(self, attempt: int) -> CallTimeout:
+        name = self.spec.name
+        return CallTimeout(f"model {name!r} ({self.spec.model}) did not finish a call within its timeout of "
+                           f"{self.timeout:g}s (attempt {attempt + 1} of {self.retries + 1}); if the server is "
+                           f"slow but alive, raise `timeout:` of that model (models.{name}.timeout in the recipe "
+                           f"or judges file)")
+
+    def _send_within(self, request, attempt: int) -> Response:
+        """:meth:`_send` bounded as a whole by the model's ``timeout``: the
+        HTTP client's own timeout only bounds the wait for each next byte,
+        so a server trickling one byte a second would hold it for ever. The
+        attempt runs in a helper thread; past the deadline it is abandoned
+        (its socket still closes at the client's idle timeout or when the
+        server stops) and the call fails as a timeout."""
+        outcome: list = []
+        context = contextvars.copy_context()  # DSPy's settings and the run's meter travel with the call
+
+        def attempt_call() -> None:
+            try:
+                outcome.append((True, context.run(self._send, request)))
+            except BaseException as exc:  # handed to the caller's thread
+                outcome.append((False, exc))
+
+        worker = threading.Thread(target=attempt_call, name="aidsafe-call", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if not outcome:
+            raise self._timeout(attempt)
+        ok, value = outcome[0]
+        if ok:
+            return value
+        raise value
 
     def _send(self, request) -> Response:
         """One request to the provider. The caching engine is already the
@@ -451,8 +513,12 @@ class RemoteEngine:
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry ``attempt + 1``."""
         if retry_after is not None and retry_after >= 0:
-            return min(float(retry_after), self.BACKOFF_CAP * 4) + random.uniform(0, 0.1 * self.BACKOFF_BASE)
+            return min(float(retry_after), RETRY_AFTER_CAP) + random.uniform(0, 0.1 * self.BACKOFF_BASE)
         return random.uniform(0, min(self.BACKOFF_CAP, self.BACKOFF_BASE * 2 ** attempt))
+
+
+class CallTimeout(ModelError, TimeoutError):
+    """A remote call that did not finish within its model's ``timeout``."""
 
 
 def _direct_path():

@@ -21,6 +21,7 @@ from aidsafe.config._policies import PolicySet
 from aidsafe.config._specs import Recipe
 from aidsafe.models._engine import ModelHandle, UsageMeter, metering
 from aidsafe.pipeline._agents import CURRENT_RECORD, Agent, make_adapter
+from aidsafe.pipeline._contract import RECORD_FIELDS, wrong_types
 from aidsafe.pipeline.stages import STAGES, Stage, StageContext
 from aidsafe.pipeline.stages._base import dataflow
 from aidsafe.store._cache import Cache
@@ -68,6 +69,8 @@ class Program(dspy.Module):
         self._components: dict[str, dict] = {}
         self._demo_texts: tuple[str, ...] | None = None  # memo of demo_texts; reset_keys forgets it
         flows = dataflow([s.raw for s in recipe.stages], recipe.data.get("agents", {}), recipe.input.record_fields())
+        # what each stage declares it writes: a cached result is checked against it
+        self._writes = {spec.id: {**RECORD_FIELDS, **flow.writes} for spec, flow in zip(recipe.stages, flows)}
         for spec, flow in zip(recipe.stages, flows):
             kind = STAGES.get(spec.kind)
             agents = {}
@@ -207,6 +210,10 @@ class Program(dspy.Module):
                 if cache is not None:
                     key, components = self.stage_key(stage, state)
                     hit = cache.get_stage(key, count=not cache_only)
+                    problem = hit is not None and wrong_types(hit["updates"], self._writes.get(stage.spec.id, {}))
+                    if problem:
+                        cache.drop_stage(key, f"stage {stage.spec.id}: {problem}")
+                        hit = None
                 if hit is None and cache_only:
                     raise NotCached(stage.spec.id)
                 if hit is not None:

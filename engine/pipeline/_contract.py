@@ -107,3 +107,38 @@ def order_inputs(names: list[str] | tuple[str, ...], layout: str = "stable_first
     return ([n for n in names if n in STABLE_INPUTS]
             + [n for n in names if n not in STABLE_INPUTS and n not in VOLATILE_INPUTS]
             + [n for n in names if n in VOLATILE_INPUTS])
+
+
+_CHECKS = {
+    "str": lambda v: isinstance(v, str),
+    "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "dict": lambda v: isinstance(v, dict),
+}
+
+
+def wrong_types(updates: dict, declared: dict) -> str | None:
+    """Why a stage's ``updates`` (a cached result) do not fit the fields the
+    stage declares (name -> FieldSpec; agent outputs sit in ``extra``), or
+    None. Undeclared names and nulls are not judged."""
+    if not isinstance(updates, dict):
+        return f"updates is a {type(updates).__name__}, not a mapping"
+    for name, value in updates.items():
+        if name == "extra":
+            if not isinstance(value, dict):
+                return f"extra is a {type(value).__name__}, not a mapping"
+            problem = wrong_types({k: v for k, v in value.items() if k != "extra"}, declared)
+            if problem:
+                return f"extra.{problem}"
+            continue
+        spec = declared.get(name)
+        if spec is None or value is None:
+            continue
+        check = _CHECKS.get(spec.type or "")
+        if check is not None and not check(value):
+            return f"{name} is {value!r:.40} ({type(value).__name__}), declared {spec.type}"
+        if spec.enum and value not in spec.enum:
+            return f"{name} is {value!r:.40}, declared one of {list(spec.enum)}"
+    return None

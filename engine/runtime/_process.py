@@ -20,7 +20,7 @@ from aidsafe.config import Recipe, load_recipe
 from aidsafe.models._engine import ModelUsage, UsageMeter, build_models, metering
 from aidsafe.pipeline._compile import Program, compile_recipe
 from aidsafe.pipeline._contract import ALWAYS_KEPT
-from aidsafe.runtime._records import InputRecord
+from aidsafe.runtime._records import InputRecord, writable_record
 from aidsafe.store._cache import Cache
 
 
@@ -187,7 +187,12 @@ def process(item: InputRecord, program: Program, cache_only: bool = False) -> Ou
         except Exception as exc:  # a record's failure must not stop the run
             if cache_only:  # not (all) cached, or anything else: the real run decides
                 return None
-            if isinstance(exc, OutputParseError):
+            if isinstance(exc, UnicodeEncodeError) and "surrogate" in exc.reason:
+                bad = exc.object[exc.start] if isinstance(exc.object, str) and exc.start < len(exc.object) else ""
+                error = {"type": "InvalidText", "stage": getattr(exc, "stage_id", None),
+                         "message": f"a model answer holds a lone surrogate (\\u{ord(bad or '?'):04x}), which is "
+                                    "not valid Unicode text and cannot be stored as UTF-8; nothing of it was cached"}
+            elif isinstance(exc, OutputParseError):
                 error = {"type": "OutputParseError", "message": str(exc), "stage": getattr(exc, "stage_id", None),
                          "raw": exc.raw}
             else:
@@ -198,6 +203,9 @@ def process(item: InputRecord, program: Program, cache_only: bool = False) -> Ou
                          else redact(traceback.format_exc(limit=6))[-4000:]}
     # A provider may echo the key in its error: no secret reaches the record.
     record = build_record(item, program, None if error else run_, error=redact_error(error))
+    # A lone surrogate (in a model's answer, say) cannot be written as UTF-8:
+    # it fails this record, not the run.
+    record = writable_record(record)
     hits = sum(1 for info in run_.stage_info.values() if info["cached"]) if run_ else 0
     misses = len(run_.stage_info) - hits if run_ else 0
     return Outcome(record, meter.to_dict(), hits, misses)

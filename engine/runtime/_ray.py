@@ -17,6 +17,7 @@ processes and kills what is left as soon as the driver is gone.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
@@ -65,8 +66,10 @@ class RayExecutor:
             # installed `aidsafe` (the engine/ folder is mapped to that name).
             local = options.ray_address is None
             self._watchdog = _start_watchdog() if local else None
-            ray.init(address=options.ray_address, include_dashboard=False, log_to_driver=False,
-                     ignore_reinit_error=True, configure_logging=False)
+            with _loopback_only(ray) if local else contextlib.nullcontext():
+                ray.init(address=options.ray_address, include_dashboard=False, log_to_driver=False,
+                         ignore_reinit_error=True, configure_logging=False,
+                         **({"_node_ip_address": LOOPBACK} if local else {}))
         # Workers mostly wait on models (threads in the worker do the calls);
         # asking for no CPU keeps small machines from starving the scheduler.
         actor = ray.remote(num_cpus=0)(_Worker)
@@ -93,6 +96,33 @@ class RayExecutor:
                 watchdog.wait(timeout=10)
             except subprocess.TimeoutExpired:  # pragma: no cover
                 watchdog.kill()
+
+
+LOOPBACK = "127.0.0.1"
+
+
+@contextlib.contextmanager
+def _loopback_only(ray):
+    """A local Ray started in this block listens on 127.0.0.1 only (GCS,
+    raylet, workers, the driver's own server). Ray binds its gRPC servers to
+    every interface unless the node's address is the loopback one, and it
+    turns a given 127.0.0.1 into the machine's address unless it runs as a
+    single-machine Ray (as on macOS and Windows): that switch, read by Ray
+    and inherited by the processes it starts, is set for the start."""
+    from ray._private import ray_constants
+
+    name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    before_env, before_flag = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[name] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before_flag
+        if before_env is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before_env
 
 
 def _start_watchdog() -> subprocess.Popen:

@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -326,6 +327,22 @@ def prompt_from_messages(value: list) -> tuple[str | None, list, str | None]:
         if value[i].get("role") == "user" and value[i]["content"].strip():
             return value[i]["content"], [dict(m) for m in value[:i]], None
     return None, [], "is a list of chat messages without a user message"
+def check_id_field(path: str | Path, id_field: str, where: str) -> None:
+    """A :class:`UserError` when the first row of the input has no column
+    ``id_field`` (an id field the user named: ``where`` says where), naming
+    the columns it has and the closest one; records are never numbered by
+    row behind a typo."""
+    from aidsafe._util.registry import suggest
+
+    for _, row, _ in iter_rows(path):
+        if row is None:
+            continue
+        if id_field not in row:
+            columns = [str(k) for k in row]
+            raise UserError(f"{where} {id_field!r}: no such column in {path} (columns: "
+                            f"{', '.join(columns) or '(none)'}){suggest(id_field, columns)}; name one of them, or "
+                            "leave the id field unset to number the records by row")
+        return
 
 
 def read_inputs(path: str | Path, field_name: str = "prompt", id_field: str | None = None,
@@ -343,6 +360,13 @@ def read_inputs(path: str | Path, field_name: str = "prompt", id_field: str | No
             identity = input_identity(source)
         if limit is not None and index >= limit:
             return
+        if row is not None:
+            problem = _not_unicode(row)
+            if problem:
+                # The row cannot be written as UTF-8: the record is failed, its
+                # text (id, kept fields) carries U+FFFD where the bad characters were.
+                row = _replace_surrogates(row)
+                error = error or f"row {number}: {problem}; fix the text of that row"
         if row is not None and id_field and row.get(id_field) not in (None, ""):
             rid = str(row[id_field])
         else:
@@ -378,6 +402,64 @@ def read_inputs(path: str | Path, field_name: str = "prompt", id_field: str | No
         yield InputRecord(index=index, id=rid, prompt=prompt if error is None else None, meta=meta, error=error,
                           fields=fields, source=identity)
         index += 1
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _not_unicode(value: object, where: str = "") -> str | None:
+    """Why ``value`` (a row, or anything in it) cannot be written as UTF-8, or
+    None. A Python string fails only through a lone surrogate (JSON's
+    ``"\\ud800"``, or a decoder's ``surrogateescape``)."""
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        if found:
+            name = f"field {where!r}" if where else "a field name"
+            return (f"{name} is not valid Unicode text (a lone surrogate \\u{ord(found.group()):04x} at "
+                    f"character {found.start() + 1}, which UTF-8 cannot store)")
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            top = where or str(key)
+            problem = _not_unicode(key) if isinstance(key, str) else None
+            if problem:
+                return problem
+            problem = _not_unicode(item, _SURROGATE.sub("\ufffd", top))
+            if problem:
+                return problem
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            problem = _not_unicode(item, where)
+            if problem:
+                return problem
+    return None
+
+
+def _replace_surrogates(value):
+    """``value`` with every lone surrogate replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_replace_surrogates(v) for v in value]
+    return value
+
+
+def writable_record(record: dict) -> dict:
+    """``record`` if it can be written as UTF-8; otherwise a ``failed`` copy
+    (lone surrogates replaced by U+FFFD, the reason in ``error``), so one
+    hostile string (an input row, a model answer) fails its record instead
+    of stopping the run."""
+    problem = _not_unicode(record)
+    if problem is None:
+        return record
+    fixed = _replace_surrogates(record)
+    fixed["status"] = "failed"
+    fixed["error"] = {"type": "InputError" if record.get("error") else "InvalidText",
+                      "message": "the record holds text that cannot be written as UTF-8: "
+                                 + _SURROGATE.sub("\ufffd", problem), "stage": None}
+    return fixed
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ bar, per-record status, resume, and atomic output."""
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -12,15 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from aidsafe._util.errors import UsageError, UserError
+from aidsafe._util.errors import UserError
 from aidsafe._util.lock import LockHeld, exclusive_lock
-from aidsafe._util.paths import make_parent
+from aidsafe._util.paths import make_parent, refuse_overwrite
 from aidsafe._util.progress import Progress
 from aidsafe.config import Recipe, load_recipe
 from aidsafe.models._engine import ModelUsage, UsageMeter
 from aidsafe.pipeline._compile import Program
 from aidsafe.runtime._process import Outcome, RunOptions, prepare, process
-from aidsafe.runtime._records import InputRecord, Journal, count_inputs, read_inputs
+from aidsafe.runtime._records import InputRecord, Journal, check_id_field, count_inputs, iter_rows, read_inputs
 
 
 @dataclass
@@ -47,8 +46,11 @@ class RunSummary:
                 "seconds": round(self.seconds, 3), "interrupted": self.interrupted, "aborted": self.aborted}
 
     def lines(self) -> list[str]:
-        out = [f"{self.total} record(s) -> {self.output} in {self.seconds:.1f}s: "
-               + ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
+        counts = [f"{n} {s}" for s, n in sorted(self.statuses.items())]
+        unfinished = self.total - sum(self.statuses.values())
+        if unfinished > 0 or not counts:  # Ctrl-C or an abort: say what was left, never an empty list
+            counts.append(f"{max(unfinished, 0)} not finished")
+        out = [f"{self.total} record(s) -> {self.output} in {self.seconds:.1f}s: " + ", ".join(counts)
                + (f" ({self.resumed} already done)" if self.resumed else "")]
         for reason, n in self.failures.most_common():
             out.append(f"  failed: {n} x {reason}")
@@ -88,55 +90,76 @@ def run(recipe: Recipe | str | Path, input_path: str | Path, output_path: str | 
     """Run a recipe over an input file into ``output_path``. Resumes from a
     previous (interrupted) run of the same recipe on the same output.
 
-    The output is locked (``OUT.lock``) for the whole run: a second run on the
-    same output raises a :class:`UserError` naming the first one's pid. An
-    output that is the input (or the recipe) is a :class:`UsageError`."""
+    The output is locked (``OUT.lock`` beside the file it resolves to) for
+    the whole run: a second run on the same output, by any name or link,
+    raises a :class:`UserError` naming the first one's pid. An output that
+    is a file the run reads (the input, the recipe and its parents, the
+    policies, prompts or precedent pools) is a :class:`UsageError`."""
     options = options or RunOptions()
-    output = Path(output_path)
-    check_output_path(output, input_path, recipe if isinstance(recipe, (str, Path)) else recipe.path)
-    with _output_lock(output):
-        return _run(recipe, input_path, output, options, on_record)
+    label = recipe.name if isinstance(recipe, Recipe) else Path(recipe).name  # as the user named it
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    shown = Path(output_path)
+    check_output_path(shown, input_path, *recipe.files_read())
+    # Named after the file the path resolves to: a link to the output and
+    # the output itself share one lock, one journal, and the link stays a link.
+    output = shown.resolve()
+    with _output_lock(output, shown):
+        summary = _run(recipe, input_path, output, options, on_record, label, shown)
+    summary.output = str(shown)
+    return summary
 
 
 def check_output_path(output: Path, *protected: str | Path | None) -> None:
     """Refuse an output that would overwrite ``protected`` files (the input,
-    the recipe), also through another path or a link; make its folder."""
-    for path in protected:
-        if path is None or str(path).startswith("hf:") or not Path(path).exists():
-            continue
-        if (output.exists() and os.path.samefile(output, path)) or output.resolve() == Path(path).resolve():
-            raise UsageError(f"output {output} is the same file as {path}: the run would overwrite it; "
-                             f"write the records elsewhere, e.g. -o {Path(path).with_suffix('')}.out.jsonl")
+    the recipe, ...), also through another path or a link; make its folder."""
+    refuse_overwrite(output, protected, "output")
     make_parent(output)
-    if output.is_dir():
+    try:
+        folder = output.is_dir()
+    except OSError as exc:  # a name too long for the file system
+        raise UserError(f"output {output}: not a usable file name ({exc.strerror or exc}); "
+                        "choose a shorter name") from None
+    if folder:
         raise UserError(f"output {output} is a folder; give a file path, e.g. {output / 'out.jsonl'}")
 
 
 @contextlib.contextmanager
-def _output_lock(output: Path):
+def _output_lock(output: Path, shown: Path | None = None):
+    shown = shown or output
     lock = output.with_name(output.name + ".lock")
     held = contextlib.ExitStack()
     try:
         held.enter_context(exclusive_lock(lock))
     except LockHeld as exc:
         holder = f"pid {exc.pid}" if exc.pid else "another process"
-        raise UserError(f"output {output} is being written by another run ({holder}, lock {lock}); "
+        raise UserError(f"output {shown} is being written by another run ({holder}, lock {lock}); "
                         "wait for it to finish or choose another output") from None
     except PermissionError as exc:
-        raise UserError(f"output {output}: cannot write in {output.parent} ({exc.strerror}); "
+        raise UserError(f"output {shown}: cannot write in {output.parent} ({exc.strerror}); "
                         "choose a folder you can write to") from None
+    except OSError as exc:  # /proc, a name too long for the file system, a read-only mount
+        raise UserError(f"output {shown}: cannot create its lock file {lock} ({exc.strerror or exc}); "
+                        "choose another output path") from None
     with held:
         yield
 
 
-def _run(recipe, input_path, output: Path, options: RunOptions, on_record) -> RunSummary:
+def _run(recipe, input_path, output: Path, options: RunOptions, on_record, label: str | None = None,
+         shown: Path | None = None) -> RunSummary:
     started = time.perf_counter()
-    total = count_inputs(input_path) if options.limit is None else min(options.limit, count_inputs(input_path))
+    rows = count_inputs(input_path)
+    if rows == 0:
+        next(iter_rows(input_path), None)  # a file that cannot be read says so (a broken parquet counts 0)
+        raise UserError(f"input {input_path} has no rows: nothing to run; give a file with one prompt per line "
+                        "(JSONL), row (CSV) or item (JSON array)")
+    total = rows if options.limit is None else min(options.limit, rows)
+    check_named_id_field(recipe, input_path, options)
     # Live from the first second: weights are verified and models load
     # before the first record, and a local model's first record takes minutes.
     bar = Progress(total, options.progress, unit="rec", desc="aidsafe", interval=options.progress_interval, live=True)
-    name = recipe.name if isinstance(recipe, Recipe) else Path(recipe).name
-    bar.say(f"{name}: {total} record(s) from {input_path} -> {output}; preparing models")
+    name = label or (recipe.name if isinstance(recipe, Recipe) else Path(recipe).name)
+    bar.say(f"{name}: {total} record(s) from {input_path} -> {shown or output}; preparing models")
     try:
         if not isinstance(recipe, Recipe):
             recipe = load_recipe(recipe)
@@ -147,6 +170,16 @@ def _run(recipe, input_path, output: Path, options: RunOptions, on_record) -> Ru
         return summary
     finally:
         bar.close()  # again after a normal end (closing twice is harmless): stops the heartbeat on any error
+
+
+def check_named_id_field(recipe: Recipe, input_path, options: RunOptions) -> None:
+    """An id field the user named (``--id-field``, or ``input.id_field`` in
+    the recipe) must be a column of the input; the default ``id`` may be
+    missing (records are then numbered by row)."""
+    if options.id_field:
+        check_id_field(input_path, options.id_field, "--id-field")
+    elif "id_field" in (recipe.data.get("input") or {}):
+        check_id_field(input_path, recipe.id_field, f"{recipe.path}: input.id_field")
 
 
 def _run_prepared(recipe, program, cache, input_path, output, options, on_record, bar, total, started) -> RunSummary:

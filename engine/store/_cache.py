@@ -91,6 +91,7 @@ class Cache:
         # ever moved aside (another process may already have replaced it)
         self._opened: dict[str, int | None] = {}
         self._generations: dict[str, int] = {}  # how often each section was moved aside
+        self._warned_bad = False  # a bad entry was reported (once per process)
 
     def _section(self, name: str) -> diskcache.Cache:
         with self._lock:
@@ -259,6 +260,10 @@ class Cache:
         if not self.enabled:
             return
         payload = json.dumps(dict(value, format=CACHE_FORMAT, created=time.time()), ensure_ascii=False)
+        try:
+            payload.encode("utf-8")
+        except UnicodeEncodeError:
+            return  # a lone surrogate (a hostile answer) cannot be stored: its record fails, nothing is cached
         if self.write_behind:
             self._queue(section, key, payload, tag)
         else:
@@ -283,12 +288,26 @@ class Cache:
         self._count("call_hits" if value is not None else "call_misses")
         return value
 
-    def drop_call(self, key: str) -> None:
-        """Forget call ``key``: its answer could not be read back."""
+    def drop_call(self, key: str, why: str | None = None) -> None:
+        """Forget call ``key``: its answer could not be read back (``why``:
+        it failed its check, said in one warning per process)."""
+        self._reject("calls", key, why)
+
+    def drop_stage(self, key: str, why: str) -> None:
+        """Forget stage result ``key``: a field has the wrong type for what
+        the stage declares (one warning per process); it is recomputed."""
+        self._reject("stages", key, why)
+
+    def _reject(self, section: str, key: str, why: str | None) -> None:
         with self._lock:
             self.counters.dropped_corrupt += 1
+            first = why is not None and not self._warned_bad
+            self._warned_bad = self._warned_bad or why is not None
+        if first:
+            _warn(f"cache {self.directory}: dropped an entry that failed its check ({why}); it is recomputed "
+                  "(later ones are dropped without a warning; `aidsafe cache stats` counts them)")
         if self.enabled:
-            self._delete("calls", key)
+            self._delete(section, key)
 
     def put_call(self, key: str, value: dict) -> None:
         self._put("calls", key, value)

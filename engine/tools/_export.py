@@ -54,7 +54,7 @@ from typing import Any
 
 from aidsafe._util.atomic import atomic_path, atomic_write
 from aidsafe._util.errors import UserError
-from aidsafe._util.paths import make_parent
+from aidsafe._util.paths import make_parent, refuse_overwrite
 from aidsafe.runtime._records import input_source, iter_jsonl_records, iter_rows
 from aidsafe.tools._export_choices import FORMATS, LAYOUTS, SOURCES, THINKING
 
@@ -555,6 +555,12 @@ def export(records_path: str | Path, out_path: str | Path, fmt: str, *, layout: 
         except ImportError:
             raise UserError(f"--format {fmt} needs {'datasets and pyarrow' if fmt == 'hf' else 'pyarrow'}; "
                             f"{_EXTRA_HINT}") from None
+    from aidsafe.view._review import sidecar_path
+
+    reads = [records_path, sidecar_path(records_path) if reviewed else None]
+    if tokenizer and Path(tokenizer).exists():
+        reads.append(tokenizer)
+    refuse_overwrite(out, reads, "export output", folder=fmt == "hf")
     _check_output(out, fmt)
     summary = ExportSummary(output=str(out), format=fmt, layout=layout)
     if layout:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import os
 import random
 import sys
@@ -546,6 +547,29 @@ def _prompt_lm(judge_set, options: OptimizeOptions, cache: Cache):
     return build_models({"prompt_model": spec}, cache)["prompt_model"]
 
 
+class _DropTracebacks(logging.Filter):
+    """Drops log records that are a library's formatted traceback (GEPA
+    logs one for every failed reflection): a failing prompt model is
+    reported once, as the command's own `Error:` line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "Traceback (most recent call last)" not in message and record.exc_info is None
+
+
+@contextlib.contextmanager
+def _no_library_tracebacks(*names: str):
+    drop = _DropTracebacks()
+    loggers = [logging.getLogger(name) for name in names]
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
+
+
 def _prompt_model_failed(options: OptimizeOptions, handle) -> UserError:
     """The error for a prompt model that failed (every call, or the one the
     optimizer could not go on without). Nothing has been written."""
@@ -607,7 +631,8 @@ def _run_optimizer(name: str, student: TunableProgram, split: Split, metric: Jud
                          reflection_minibatch_size=min(3, n_train), num_threads=options.workers,
                          seed=options.seed, track_stats=False, use_merge=False)
         # Pareto tracking on the training prompts too: the held-out split stays unseen.
-        return optimizer.compile(student, trainset=split.train, valset=split.train), settings
+        with _no_library_tracebacks("dspy.teleprompt.gepa.gepa", "gepa"):
+            return optimizer.compile(student, trainset=split.train, valset=split.train), settings
     if name == "knn":
         from dspy.teleprompt import KNNFewShot
 

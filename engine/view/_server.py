@@ -21,11 +21,19 @@ API (GET unless noted; ``file``/``files`` are positions in ``/api/files``)::
 A compare folder lists its variants in ``aidsafe compare``'s order (its
 ``compare.json``; the first variant is the reference every difference is
 measured against), else alphabetically.
+
+Only the viewer's own page may write. Every request must name the viewer
+itself in ``Host`` (127.0.0.1 or localhost with the port: a DNS-rebinding
+page on another name gets 403), and a write must carry the session token
+the server puts in the page (``X-Aidsafe-Token``), as JSON, with no
+foreign ``Origin`` or cross-site ``Sec-Fetch-Site``.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import secrets
 import sys
 import threading
 import traceback
@@ -313,10 +321,46 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return path, parse_qs(parts.query, keep_blank_values=True)
 
+    def _origins(self) -> set[str]:
+        port = self.server.server_address[1]
+        return {f"{name}:{port}" for name in (HOST, "localhost")} | ({HOST, "localhost"} if port == 80 else set())
+
+    def _host_ok(self) -> bool:
+        """A request for another host name (DNS rebinding) is refused: only
+        the viewer's own address and port, by IP or as localhost."""
+        host = self.headers.get("Host")
+        if host is None or host.lower() in self._origins():
+            return True
+        self._error(HTTPStatus.FORBIDDEN, f"refused Host {host!r}: the viewer answers only at {self.server.url}")
+        return False
+
+    def _write_ok(self) -> bool:
+        """A write comes from the viewer's own page: its session token, JSON,
+        and no foreign Origin or cross-site fetch."""
+        origin = self.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc.lower() not in self._origins():
+            self._error(HTTPStatus.FORBIDDEN, f"refused a write from origin {origin!r}: only the viewer's page "
+                                              "may save reviews")
+            return False
+        if self.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            self._error(HTTPStatus.FORBIDDEN, "refused a cross-site write: only the viewer's page may save reviews")
+            return False
+        token = self.headers.get("X-Aidsafe-Token", "")
+        if not hmac.compare_digest(token.encode("utf-8", "replace"), self.server.token.encode()):
+            self._error(HTTPStatus.FORBIDDEN, "missing or wrong session token (X-Aidsafe-Token): reviews are "
+                                              "saved from the viewer's page; reload it")
+            return False
+        if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
+            self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the review as application/json")
+            return False
+        return True
+
     def do_HEAD(self):  # noqa: N802 - the stdlib's name
         self.do_GET()
 
     def do_GET(self):  # noqa: N802
+        if not self._host_ok():
+            return
         routed = self._route()
         if routed is None:
             return
@@ -328,6 +372,8 @@ class _Handler(BaseHTTPRequestHandler):
             if name not in ASSETS:
                 return self._error(HTTPStatus.NOT_FOUND, f"no asset {name!r}")
             body = resources.files("aidsafe.view").joinpath("static", name).read_bytes()
+            if name == "index.html":
+                body = body.replace(b"{{AIDSAFE_TOKEN}}", self.server.token.encode())
             return self._send(HTTPStatus.OK, body, ASSETS[name])
         handler = GET_ROUTES.get(path)
         if handler is None:
@@ -335,13 +381,21 @@ class _Handler(BaseHTTPRequestHandler):
         self._call(lambda: handler(self.app, query))
 
     def do_POST(self):  # noqa: N802
+        if not self._host_ok():
+            return
         routed = self._route()
         if routed is None:
             return
         path, _ = routed
         if path != "/api/review":
             return self._error(HTTPStatus.NOT_FOUND, f"not found: POST {path}")
-        length = int(self.headers.get("Content-Length") or 0)
+        if not self._write_ok():
+            return
+        raw = (self.headers.get("Content-Length") or "0").strip()
+        if not raw.isdigit():
+            return self._error(HTTPStatus.BAD_REQUEST, f"Content-Length must be a whole number of bytes, "
+                                                       f"found {raw[:40]!r}")
+        length = int(raw)
         if length > _MAX_BODY:
             return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "review too large")
         try:
@@ -373,6 +427,8 @@ class ViewServer(ThreadingHTTPServer):
     # The socketserver default backlog of 5 resets connections when several
     # tabs (or a reviewer's burst of saves) connect at once.
     request_queue_size = 128
+    #: The session's write token: in the page the server sends, required on every write.
+    token: str = ""
 
     @property
     def url(self) -> str:
@@ -395,6 +451,7 @@ def make_server(paths: list[str | Path], port: int = 0, quiet: bool = True, blur
     handler = type("Handler", (_Handler,), {"app": app, "quiet": quiet})
     try:
         server = ViewServer((HOST, port), handler)
+        server.token = secrets.token_urlsafe(32)
     except OSError as exc:
         raise UserError(f"cannot listen on {HOST}:{port} ({exc.strerror or exc}); pick another --port "
                         "(0 picks a free one)") from None

@@ -125,12 +125,13 @@ def test_output_under_a_file_is_a_user_error(fake, recipe_file, prompts, tmp_pat
 # ------------------------------------------------------------ timeouts and Ctrl-C
 
 @contextmanager
-def silent_server():
-    """A TCP server that accepts connections and never answers."""
+def silent_server(accepted: list | None = None):
+    """A TCP server that accepts connections and never answers (``accepted``
+    collects them: each is one attempt of a call)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
-    held: list[socket.socket] = []
+    held: list[socket.socket] = accepted if accepted is not None else []
     stop = threading.Event()
 
     def accept():
@@ -161,16 +162,16 @@ def test_remote_models_get_a_default_timeout():
 
 
 def test_a_server_that_never_answers_fails_the_record_after_the_timeout(recipe_file, prompts, tmp_path):
-    with silent_server() as url:
+    accepted: list = []
+    with silent_server(accepted) as url:
         recipe = recipe_file(served(url, timeout=1, num_retries=1))
-        started = time.monotonic()
         summary = aidsafe.run(recipe, prompts(["hello"]), tmp_path / "out.jsonl",
                               aidsafe.RunOptions(cache_dir=tmp_path / "c", progress=False))
-        seconds = time.monotonic() - started
+        attempts = len(accepted)
     record = read_jsonl(tmp_path / "out.jsonl")[0]
     assert record["status"] == "failed" and "timeout" in json.dumps(record["error"]).lower()
     assert summary.statuses == {"failed": 1}
-    assert seconds < 30  # two 1 s attempts plus backoff, not forever
+    assert attempts == 2  # num_retries: 1 bounds the work: two attempts, then the record fails
 
 
 def test_ctrl_c_stops_a_run_at_once_keeping_what_finished(recipe_file, prompts, tmp_path):
@@ -198,15 +199,14 @@ def test_ctrl_c_stops_a_run_at_once_keeping_what_finished(recipe_file, prompts, 
             time.sleep(0.5)  # the run is now blocked on the hanging calls
             finished = journal_lines(journal)
             run.send_signal(signal.SIGINT)
-            started = time.monotonic()
             try:
-                _, err = run.communicate(timeout=15)
+                # a hang guard, not a measurement: the hanging calls wait 120 s for `release`
+                _, err = run.communicate(timeout=60)
             finally:
                 if run.poll() is None:
                     run.kill()
-            seconds = time.monotonic() - started
             assert run.returncode == 130, err
-            assert seconds < 5, f"took {seconds:.1f}s to stop"
+            assert not release.is_set()  # it stopped without waiting for the calls in flight
             kept = read_jsonl(out)
             assert len(kept) == finished and all(r["status"] == "ok" and "HANG" not in r["prompt"] for r in kept)
             assert journal.exists() and "rerun the same command to resume" in err

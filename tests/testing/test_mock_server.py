@@ -270,17 +270,37 @@ def _parallel(server, count):
     return time.perf_counter() - start
 
 
+class _Peak:
+    """A responder that counts how many requests are inside it at once."""
+
+    def __init__(self, hold: float = 0.2):
+        self.hold, self.active, self.peak = hold, 0, 0
+        self.lock = threading.Lock()
+
+    def __call__(self, messages, body):
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(self.hold)
+        with self.lock:
+            self.active -= 1
+        return default_responder(messages, body)
+
+
 def test_concurrent_requests_overlap():
-    with MockOpenAIServer(latency=0.2) as server:
-        elapsed = _parallel(server, 8)
+    peak = _Peak()
+    with MockOpenAIServer(responder=peak) as server:
+        _parallel(server, 8)
         assert server.calls == 8
-    assert elapsed < 0.8, elapsed  # serial would be 1.6 s
+    assert peak.peak >= 2, peak.peak  # served side by side, not one after another
 
 
 def test_max_concurrency_limits_overlap():
-    with MockOpenAIServer(latency=0.1, max_concurrency=2) as server:
-        elapsed = _parallel(server, 8)
-    assert elapsed >= 0.38, elapsed  # 4 waves of 0.1 s
+    peak = _Peak(hold=0.1)
+    with MockOpenAIServer(responder=peak, max_concurrency=2) as server:
+        _parallel(server, 8)
+        assert server.calls == 8
+    assert peak.peak == 2, peak.peak
 
 
 # --------------------------------------------------------------------------- DSPy integration

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 
@@ -47,10 +48,17 @@ def get(url: str) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
+def page_token(url: str) -> str:
+    """The session token in the viewer's page (as the page's own script reads it)."""
+    base = url.split("/api/")[0]
+    with urllib.request.urlopen(base + "/", timeout=30) as res:
+        return re.search(r'name="aidsafe-token" content="([^"]+)"', res.read().decode()).group(1)
+
+
 def post(url: str, body: dict) -> tuple[int, dict]:
-    """(status, JSON body) of a JSON POST."""
+    """(status, JSON body) of a JSON POST, as the viewer's page sends it."""
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", "X-Aidsafe-Token": page_token(url)})
     try:
         with urllib.request.urlopen(request, timeout=30) as res:
             return res.status, json.loads(res.read())

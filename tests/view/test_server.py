@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-import time
 import urllib.parse
 import urllib.request
 
@@ -24,14 +23,13 @@ def big_run(tmp_path_factory):
     return write_sample_run(tmp_path_factory.mktemp("big") / "big.jsonl", 100_000, scored=True)
 
 
-def test_first_page_of_a_100k_record_file_comes_back_in_under_a_second(big_run, serve):
-    start = time.perf_counter()
+def test_first_page_of_a_100k_record_file_comes_back_before_the_index_is_done(big_run, serve):
     base = serve([big_run])
     status, page = get(f"{base}/api/records?file=0&limit=50")
-    elapsed = time.perf_counter() - start
     assert status == 200 and [r["id"] for r in page["rows"]][:2] == ["r000000", "r000001"]
     assert len(page["rows"]) == 50
-    assert elapsed < 1.0, f"first page took {elapsed:.2f}s"
+    # the work, not the clock: the first page did not wait for the whole file to be indexed
+    assert not page["complete"] and page["indexed"] < 100_000, (page["complete"], page["indexed"])
     # the last page, once indexed: every record is there, none loaded into the page
     status, last = get(f"{base}/api/records?file=0&status=ok&sort=score.relevance&desc=1&offset=79990&limit=50")
     assert status == 200 and last["total"] == 80_000 and len(last["rows"]) == 10

@@ -16,6 +16,7 @@ from typing import Any
 
 from aidsafe._util import progress
 from aidsafe._util.errors import ModelError
+from aidsafe.models.local._special import special_tokens
 from aidsafe.models.local._threads import AUTO, ThreadChoice, choose_threads
 from aidsafe.models.local._weights import _INSTALL_LOCAL_HINT, LocalModel, _check_gguf, file_sha256
 
@@ -327,6 +328,8 @@ class LlamaCppEngine:
             else:
                 messages.append({"role": role, "content": content})
 
+        # A message's text never becomes a control token (`<|im_start|>system` in a prompt stays text).
+        messages = special_tokens(self.model.path).escape_messages(messages)
         cfg = request.config
         if cfg.logprobs is not None or cfg.probabilities is not None:
             raise UnsupportedFeatureError("the llama.cpp engine does not return logprobs", feature="logprobs", provider="llama.cpp")

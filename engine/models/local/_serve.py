@@ -15,6 +15,7 @@ served (501 with what to use instead)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hmac
 import http.client
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 
 from aidsafe._util.errors import ModelError
 from aidsafe.models.local._engine import PROMPT_CACHE_MIB, _make_params, _start_server
+from aidsafe.models.local._special import SpecialTokens, special_tokens
 from aidsafe.models.local._threads import choose_threads
 from aidsafe.models.local._weights import resolve_local
 
@@ -50,6 +52,9 @@ EMBEDDINGS_HINT = ("aidsafe serve does not serve embeddings (llama.cpp runs its 
                    "`models: {embed: {model: local:default}}` (llama.cpp's embedding mode, in-process), "
                    "`embedder: lexical` (no model), or `--model embed=openai/NAME --api-base URL` for an "
                    "OpenAI-compatible embeddings server such as `vllm serve NAME --task embed`")
+#: Seconds a client has to send a request's headers and whole body (a
+#: stalled or trickling upload is answered 408 and never holds a slot).
+READ_TIMEOUT = 30.0
 # Hop-by-hop headers are the connection's own, never forwarded.
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                          "trailer", "transfer-encoding", "upgrade", "content-length", "server", "date"})
@@ -69,6 +74,9 @@ class _FrontServer(ThreadingHTTPServer):
 
 class _FrontHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Each socket read (the request line and headers, an idle keep-alive
+    # connection) waits at most this long; the body has a whole-request deadline.
+    timeout = READ_TIMEOUT
     server_version = "aidsafe-serve"
     sys_version = ""
 
@@ -109,11 +117,16 @@ class ServeFront:
     with ``upstream_key`` as their bearer key. A body whose Content-Length
     is over ``max_body_bytes`` is answered 413 unread; a request without a
     Content-Length 411; when ``slots + max_waiting`` requests are in
-    progress, another gets 503 with Retry-After. With ``api_key`` set,
-    requests must carry it as their bearer key (401 otherwise)."""
+    progress, another gets 503 with Retry-After. A body is read in full,
+    within ``read_timeout`` seconds, before the request takes a place: a
+    client that stalls mid-upload gets 408 and never holds a slot. With ``api_key`` set,
+    requests must carry it as their bearer key (401 otherwise). With
+    ``specials`` (the model's special tokens), the text of chat messages is
+    escaped so that no message can open a chat role."""
 
     def __init__(self, host: str, port: int, *, slots: int, max_body_bytes: int = MAX_BODY_BYTES,
-                 max_waiting: int = MAX_WAITING, api_key: str | None = None):
+                 max_waiting: int = MAX_WAITING, api_key: str | None = None,
+                 specials: SpecialTokens | None = None, read_timeout: float = READ_TIMEOUT):
         try:
             self._server = _FrontServer((host, port), _FrontHandler)
         except OSError as exc:
@@ -123,8 +136,10 @@ class ServeFront:
             raise ModelError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port") from None
         self._server.front = self
         self.max_body_bytes = int(max_body_bytes)
+        self.read_timeout = float(read_timeout)
         self._capacity = threading.BoundedSemaphore(max(1, int(slots)) + max(0, int(max_waiting)))
         self._api_key = api_key
+        self.specials = specials
         self._upstream: tuple[str, int] | None = None
         self._upstream_key = ""
         self._thread: threading.Thread | None = None
@@ -178,15 +193,18 @@ class ServeFront:
                 # Refused from the header alone: the body is never read, let alone tokenized.
                 return handler.error(413, f"request body of {length} bytes is over the limit of "
                                           f"{self.max_body_bytes} bytes", close=True)
+            if length < 0:
+                return handler.error(400, "Content-Length is negative", close=True)
+            body = self._read_body(handler, length)
+            if body is None:
+                return handler.error(408, f"the request body did not arrive within {self.read_timeout:g}s",
+                                     close=True)
             if not self._capacity.acquire(blocking=False):
-                # Drain the (bounded) body so the client reads the answer, not a reset.
-                handler.rfile.read(length)
                 return handler.error(503, "every slot is busy and the queue is full; retry later",
                                      {"Retry-After": str(RETRY_AFTER)})
             try:
-                body = handler.rfile.read(length)
                 if self._check_model(handler, body):
-                    self._forward(handler, body)
+                    self._forward(handler, self._escaped(handler.path, body))
             finally:
                 self._capacity.release()
             return
@@ -224,6 +242,43 @@ class ServeFront:
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
         handler.wfile.write(data)
+    def _read_body(self, handler: _FrontHandler, length: int) -> bytes | None:
+        """The request body, read in full within ``read_timeout`` seconds in
+        all (not per read: a client trickling a byte a second cannot hold
+        it); None when it does not arrive in time or the client goes."""
+        deadline = time.monotonic() + self.read_timeout
+        chunks, left = [], length
+        try:
+            while left > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                handler.connection.settimeout(remaining)
+                chunk = handler.rfile.read1(min(left, 65536))
+                if not chunk:
+                    return None
+                chunks.append(chunk)
+                left -= len(chunk)
+        except OSError:  # socket.timeout included
+            return None
+        finally:
+            with contextlib.suppress(OSError):
+                handler.connection.settimeout(None)  # the answer may take as long as the model needs
+        return b"".join(chunks)
+
+    def _escaped(self, path: str, body: bytes) -> bytes:
+        """A chat request's body with its messages' text escaped (see
+        :mod:`._special`); any other body, or one that is not JSON, as sent."""
+        if self.specials is None or not urlsplit(path).path.rstrip("/").endswith("/chat/completions"):
+            return body
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return body  # llama.cpp answers it with its own 400
+        if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
+            return body
+        data["messages"] = self.specials.escape_messages(data["messages"])
+        return json.dumps(data).encode("ascii")  # ASCII escapes: a lone surrogate in a message passes as sent
 
     def _forward(self, handler: _FrontHandler, body: bytes) -> None:
         host, port = self._upstream
@@ -311,6 +366,7 @@ def serve(
             prompt_ram_cache_mib=PROMPT_CACHE_MIB,
         )
         server = _start_server(params, model)
+        front.specials = special_tokens(model.path)
     except BaseException:
         front.close()
         raise

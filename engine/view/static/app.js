@@ -405,7 +405,9 @@ function reviewBox(key, rid, review, opts) {
     const body = {file: Number(key), id: rid, label, note: note.value, rev: current ? current.rev : 0};
     if (edit) body.edit = edit;
     try {
-      const data = await api("/api/review", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+      // the session token the server put in the page: writes without it are refused
+      const token = document.querySelector('meta[name="aidsafe-token"]').content;
+      const data = await api("/api/review", {method: "POST", headers: {"Content-Type": "application/json", "X-Aidsafe-Token": token}, body: JSON.stringify(body)});
       current = data.review; showError(""); show();
       return true;
     } catch (e) {
