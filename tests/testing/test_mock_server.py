@@ -1,4 +1,4 @@
-"""Tests for engine.testing.mock_server (loopback only, each well under a second or two)."""
+"""Tests for aidsafe.testing.mock_server (loopback only, each well under a second or two)."""
 
 from __future__ import annotations
 
