@@ -68,9 +68,10 @@ from _common import (  # noqa: E402
 from aidsafe import RunOptions, run  # noqa: E402
 from aidsafe.testing.mock_server import MockOpenAIServer  # noqa: E402
 
-# A whole value from the mock's default responder: "mock <field> <8 hex>" plus
-# " <n>" for list items. A truncated answer that was repaired ends early.
-WHOLE_MOCK_VALUE = re.compile(r"mock [a-z_]+ [0-9a-f]{8}( \d+)?")
+# A whole value from the mock's default responder (aidsafe.testing._answers):
+# "mock <field> <8 hex>", a response that declines ending ": I can't help with
+# that.". A truncated answer that was repaired ends early.
+WHOLE_MOCK_VALUE = re.compile(r"mock [a-z_]+ [0-9a-f]{8}(: I can't help with that\.)?")
 TRANSPORT_ERRORS = ("LMRateLimitError", "LMServerError", "LMTimeoutError", "LMConnectionError", "ModelError")
 
 

@@ -37,6 +37,31 @@ def no_model_embeddings(request, monkeypatch):
     monkeypatch.setattr(_embed.LlamaCppEmbedder, "embed", lambda self, texts: lexical.embed(texts))
 
 
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+@pytest.fixture
+def no_internet(monkeypatch):
+    """Fail the test on any connection or DNS lookup that is not loopback."""
+    import socket
+
+    real_connect = socket.socket.connect
+    real_getaddrinfo = socket.getaddrinfo
+
+    def connect(sock, address):
+        if isinstance(address, tuple) and address[0] not in _LOOPBACK:
+            raise AssertionError(f"non-loopback connection attempted: {address!r}")
+        return real_connect(sock, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host is not None and host not in _LOOPBACK:
+            raise AssertionError(f"DNS lookup attempted: {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
 @pytest.fixture
 def fake():
     """A scripted fake engine available as ``model: fake:test``."""

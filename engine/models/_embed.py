@@ -347,7 +347,7 @@ def build_embedder(spec: ModelSpec | str, cache: Cache | None = None, *, pooling
     ``"lexical"`` is :class:`LexicalEmbedder`; ``local:NAME`` the local model
     in embedding mode with ``pooling`` and ``threads`` (default: the spec's,
     else 1) and ``template``; ``fake:NAME`` (the scripted test model) the
-    lexical embedder; any other string a :class:`RemoteEmbedder` reaching the spec's
+    lexical embedder, and so does ``mock`` (``aidsafe run --dry-run``); any other string a :class:`RemoteEmbedder` reaching the spec's
     ``api_base`` with the key from ``$api_key_env``.
     """
     from aidsafe.config._specs import ModelSpec
@@ -364,8 +364,8 @@ def build_embedder(spec: ModelSpec | str, cache: Cache | None = None, *, pooling
 
         local = resolve_local(model.split(":", 1)[1], weights_dir())
         embedder = LlamaCppEmbedder(local, pooling=pooling, threads=threads or spec.threads or 1, template=template)
-    elif model.startswith("fake:"):
-        # a recipe run on the scripted fake model (`--model embed=fake:test`, tests) embeds lexically
+    elif model.startswith("fake:") or model == "mock":
+        # a recipe run on the scripted fake model (`--model embed=fake:test`, tests; `--dry-run`) embeds lexically
         embedder = LexicalEmbedder()
     else:
         register_secret_env(spec.api_key_env)

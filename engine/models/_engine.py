@@ -11,7 +11,10 @@ around the real backend:
 * any other string: a ``dspy.LM`` model string (``openai/...``,
   ``hosted_vllm/...``, ``ollama_chat/...``), sent by DSPy's own clients;
 * ``fake:NAME``: an engine registered in-process with
-  :func:`register_engine` (tests and benchmarks).
+  :func:`register_engine` (tests and benchmarks);
+* ``mock``: the scripted model ``aidsafe run --dry-run`` runs on
+  (:class:`aidsafe.testing.fake.DryRunEngine`: schema-valid answers varied by
+  record, no network, no weights).
 
 The caching engine owns the call-level cache (DSPy's own cache is off), a
 per-model concurrency bound, and token/time accounting.
@@ -586,11 +589,15 @@ BACKENDS: Registry[Callable[[ModelSpec], Any]] = Registry("model backend", entry
 
 
 def backend_for(spec: ModelSpec) -> Any:
-    """The uncached engine a model spec names: ``local:``, ``fake:``, a
+    """The uncached engine a model spec names: ``local:``, ``mock``, ``fake:``, a
     plugin's ``NAME:`` (entry point group ``aidsafe.backends``), else a
     remote model string for DSPy's clients (``openai/...``, ``hosted_vllm/...``)."""
     if spec.model.startswith("local:"):
         return _local_engine(spec)
+    if is_mock(spec.model):
+        from aidsafe.testing.fake import DryRunEngine
+
+        return DryRunEngine()
     if spec.model.startswith("fake:"):
         name = spec.model.split(":", 1)[1]
         if name not in _ENGINE_FACTORIES:
@@ -602,10 +609,18 @@ def backend_for(spec: ModelSpec) -> Any:
     return RemoteEngine(spec)
 
 
+MOCK = "mock"  # the scripted dry-run model (`--dry-run` is `--model '*=mock'`)
+
+
+def is_mock(model: str) -> bool:
+    """Whether a model string names the scripted dry-run model, ``mock``."""
+    return model.strip() == MOCK
+
+
 def is_remote(model: str) -> bool:
     """Whether a model string is sent to a server by DSPy's clients (not
-    ``local:``, ``fake:`` or a plugin backend's ``NAME:``)."""
-    if model.startswith(("local:", "fake:")):
+    ``local:``, ``fake:``, ``mock`` or a plugin backend's ``NAME:``)."""
+    if model.startswith(("local:", "fake:")) or is_mock(model):
         return False
     scheme, colon, _ = model.partition(":")
     return not (colon and "/" not in scheme and scheme in BACKENDS)

@@ -34,6 +34,7 @@ from aidsafe.models._engine import (
     apply_overrides,
     backend_for,
     endpoint_from_env,
+    is_mock,
     make_handle,
     model_identity,
 )
@@ -77,6 +78,10 @@ def spec_identity(spec: ModelSpec) -> dict:
                 "repeat_penalty": spec.repeat_penalty or _LOCAL_REPEAT_PENALTY}
     if spec.model.startswith("fake:"):
         return {"backend": "fake", "model": spec.model}
+    if is_mock(spec.model):
+        from aidsafe.testing.fake import DryRunEngine
+
+        return DryRunEngine().identity()
     return {"backend": "remote", "model": spec.model,
             "api_base": spec.api_base or endpoint_from_env(spec.model) or "(provider default)"}
 

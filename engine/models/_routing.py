@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from aidsafe.config._specs import ModelSpec, Recipe
-from aidsafe.models._engine import apply_overrides, endpoint_from_env, expand_all, is_remote
+from aidsafe.models._engine import apply_overrides, endpoint_from_env, expand_all, is_mock, is_remote
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Route:
 
     name: str
     model: str
-    backend: str  # "embedded CPU (llama.cpp)", "remote", "fake", or a plugin backend's name
+    backend: str  # "embedded CPU (llama.cpp)", "remote", "fake", the dry run's mock, or a plugin backend's name
     endpoint: str | None  # host[:port] of a remote model's server, "provider default" when none is set
     agents: tuple[str, ...]
     overridden: bool
@@ -37,6 +37,8 @@ def _backend(spec: ModelSpec) -> tuple[str, str | None]:
         return "embedded CPU (llama.cpp)", None
     if spec.model.startswith("fake:"):
         return "fake", None
+    if is_mock(spec.model):
+        return "dry run: scripted answers, no model", None
     if not is_remote(spec.model):
         return spec.model.split(":", 1)[0], None
     base = spec.api_base or endpoint_from_env(spec.model)

@@ -124,6 +124,9 @@ def build_record(item: InputRecord, program: Program, run=None, error: dict | No
         "stages": stages,
         "engine": f"aidsafe {__version__}",
     }
+    if any(h.identity.get("dry_run") for h in program.models.values()):
+        # `run --dry-run` (a model is the scripted mock): these are no model's answers
+        record["provenance"]["dry_run"] = True
     if item.source:  # the input set (name and content hash): dataset cards name it
         record["provenance"]["input"] = item.source
     if runtime:

@@ -314,7 +314,7 @@ def check_same_run(done: dict[str, dict], program: Program, output: Path) -> Non
 def _model_text(identity) -> str:
     if not isinstance(identity, dict):
         return "(none)"
-    text = str(identity.get("model", identity))
+    text = str(identity.get("model", identity)) + (" (the --dry-run mock)" if identity.get("dry_run") else "")
     base = identity.get("api_base")
     return f"{text} @ {base}" if base and base != "(provider default)" else text
 

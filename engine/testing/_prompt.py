@@ -19,6 +19,13 @@ def output_fields(system: str) -> dict[str, str]:
     text}`` in prompt order, e.g. ``{"reasoning": "str", "choice":
     "Literal['A', 'B']"}``. Types may hold brackets and parentheses. A prompt
     without the list gives ``{}``."""
+    return {name: type_text for name, (type_text, _) in output_field_docs(system).items()}
+
+
+def output_field_docs(system: str) -> dict[str, tuple[str, str]]:
+    """Like :func:`output_fields`, with each field's description:
+    ``{name: (type text, description)}`` (the description is ``""`` when the
+    prompt gives none)."""
     start = system.find(_OUTPUTS_START)
     if start < 0:
         return {}
@@ -26,8 +33,9 @@ def output_fields(system: str) -> dict[str, str]:
     end = section.find(_OUTPUTS_END)
     if end >= 0:
         section = section[:end]
+    matches = list(_FIELD_START.finditer(section))
     fields = {}
-    for match in _FIELD_START.finditer(section):
+    for index, match in enumerate(matches):
         # The type may itself contain parentheses/brackets, so scan to the
         # matching ")" instead of trusting a regex.
         i, depth = match.end(), 1
@@ -37,7 +45,9 @@ def output_fields(system: str) -> dict[str, str]:
             elif section[i] in ")]":
                 depth -= 1
             i += 1
-        fields[match.group(1)] = section[match.end():i - 1].strip()
+        stop = matches[index + 1].start() if index + 1 < len(matches) else len(section)
+        desc = section[i:stop].strip()
+        fields[match.group(1)] = (section[match.end():i - 1].strip(), desc[1:].strip() if desc.startswith(":") else desc)
     return fields
 
 
@@ -52,4 +62,4 @@ def input_field(text: str, name: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
-__all__ = ["input_field", "output_fields"]
+__all__ = ["input_field", "output_field_docs", "output_fields"]

@@ -1,21 +1,26 @@
 """A scripted fake model for tests and benchmarks.
 
-It answers through DSPy's real adapters: it reads the output field names from
-the rendered system prompt (JSONAdapter or ChatAdapter format) and returns a
-well-formed answer, or a scripted one. No network, deterministic.
+It answers through DSPy's real adapters: it reads the output fields from the
+rendered system prompt (JSONAdapter or ChatAdapter format) and returns a
+well-formed answer, or a scripted one. Unscripted fields get the same values
+the mock server answers (:mod:`aidsafe.testing._answers`): enums, booleans
+and 1-5 scores vary with the request, so every branch is taken on some
+record. No network, deterministic.
+
+:class:`DryRunEngine` is the fake without scripts that ``aidsafe run
+--dry-run`` (``--model '*=mock'``) runs a recipe on.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import threading
 import time
 from typing import Any, Callable
 
 from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
 
+from aidsafe.testing._answers import SCRIPT_VERSION, Script, answer_fields, conversation_seed
 from aidsafe.testing._prompt import input_field, output_fields
 
 Answer = dict | str | Callable[["FakeCall"], "dict | str"]
@@ -43,24 +48,11 @@ class FakeCall:
         return value if value is not None else input_field(self.system, name)
 
 
-def default_value(name: str, type_text: str, call: FakeCall) -> Any:
-    """A plausible value for a field, derived from the input (deterministic)."""
-    seed = int(hashlib.sha256(f"{name}|{call.user}".encode()).hexdigest()[:6], 16) % 1000
-    if type_text.startswith("Literal["):  # an enum: its first value, like the mock server
-        first = re.match(r"Literal\[\s*(['\"])(.*?)\1", type_text)
-        if first:
-            return first.group(2)
-    if type_text.startswith("list"):
-        return [f"{name} point one about the query", f"{name} point two ({seed})"]
-    if type_text == "bool":
-        return True
-    if type_text == "int":
-        return 3
-    if type_text == "float":
-        return 0.5
-    if type_text.startswith("dict"):
-        return {}
-    return f"{name} text for the query ({seed})"
+def default_value(name: str, type_text: str, call: FakeCall, desc: str = "") -> Any:
+    """The scripted value of one field for ``call``: the mock server's answer
+    to the same prompt (:mod:`aidsafe.testing._answers`), varied by the
+    request (enums, booleans, 1-5 scores), deterministic."""
+    return Script(conversation_seed(call.system, call.user)).value(type_text, name, desc)
 
 
 class FakeEngine:
@@ -79,6 +71,7 @@ class FakeEngine:
         self.latency = latency
         self.name = name
         self.calls = 0
+        self.keep_calls = True  # keep each FakeCall in ``seen`` (tests read them; a long run must not)
         self.seen: list[FakeCall] = []
         self._turns: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -106,14 +99,15 @@ class FakeEngine:
         call = FakeCall(system, user, output_fields(system), {})
         with self._lock:
             self.calls += 1
-            self.seen.append(call)
+            if self.keep_calls:
+                self.seen.append(call)
         if self.latency:
             time.sleep(self.latency)
         answer = self._pick(call)
         if isinstance(answer, str):
             text = answer
         else:
-            values = {name: default_value(name, t, call) for name, t in call.outputs.items()}
+            values = answer_fields(system, user)
             values.update(answer)
             text = json.dumps(values)
         tokens_in, tokens_out = len((system + user).split()), len(text.split())
@@ -128,3 +122,27 @@ class FakeEngine:
 
     def close(self) -> None:
         """Nothing to free."""
+
+
+#: The model string of the scripted model: ``aidsafe run --dry-run`` is
+#: ``--model '*=mock'``, and a recipe may name it (``model: mock``) for CI.
+MOCK_MODEL = "mock"
+
+
+class DryRunEngine(FakeEngine):
+    """The scripted model ``aidsafe run --dry-run`` runs a recipe on
+    (``model: mock``): no scripts, no network, no weights. Every field gets
+    the scripted answer of :mod:`aidsafe.testing._answers`, varied by record,
+    so every branch is taken on some record and judges give valid 1-5
+    scores. Its identity (``backend: mock``) is in every record's
+    provenance, keys the cache apart from real models, and makes a resume
+    refuse to mix its records with a real model's."""
+
+    def __init__(self, latency: float = 0.0):
+        super().__init__(latency=latency, name=MOCK_MODEL)
+        self.keep_calls = False
+
+    def identity(self) -> dict:
+        """``{"backend": "mock", "model": "mock", "dry_run": true, "script": N}``
+        (``script``: the version of the answer synthesis)."""
+        return {"backend": "mock", "model": MOCK_MODEL, "dry_run": True, "script": SCRIPT_VERSION}

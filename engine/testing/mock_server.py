@@ -14,8 +14,9 @@ given with or without ``/v1`` both work.
 
 The default responder understands DSPy's adapter prompts: for a JSONAdapter
 prompt (or a ``response_format`` of ``json_object``/``json_schema``) it answers
-with a JSON object holding every output field, filled with type-appropriate,
-deterministic values; for a ChatAdapter prompt it answers with the
+with a JSON object holding every output field, filled with the scripted,
+type-valid values the fake engine also answers (:mod:`aidsafe.testing._answers`:
+enums, booleans and 1-5 scores vary with the conversation, deterministically); for a ChatAdapter prompt it answers with the
 ``[[ ## field ## ]]`` sections.  Anything else gets a deterministic echo.
 
 Faults (error statuses, truncated answers) are injected from a seeded
@@ -33,24 +34,22 @@ Example::
 
 Command line (runs until Ctrl-C)::
 
-    python -m engine.testing.mock_server --port 8000 --latency 0.2
+    python -m aidsafe.testing.mock_server --port 8000 --latency 0.2
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import hashlib
 import json
 import random
-import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from aidsafe.testing._prompt import output_fields
+from aidsafe.testing._answers import Script, conversation_seed, schema_notes
+from aidsafe.testing._prompt import output_field_docs
 
 __all__ = ["MockOpenAIServer", "default_responder", "main"]
 
@@ -110,182 +109,6 @@ def _word_count(text: str) -> int:
     return len(text.split())
 
 
-def _digest(*parts: str) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part.encode("utf-8", "replace"))
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def _split_top_level(text: str, sep: str) -> list[str]:
-    """Split ``text`` on ``sep`` outside brackets and quotes (for type strings)."""
-    parts: list[str] = []
-    depth = 0
-    quote: str | None = None
-    escaped = False
-    current: list[str] = []
-    for ch in text:
-        if quote:
-            current.append(ch)
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = None
-            continue
-        if ch in "'\"":
-            quote = ch
-        elif ch in "[(":
-            depth += 1
-        elif ch in "])":
-            depth -= 1
-        elif ch == sep and depth == 0:
-            parts.append("".join(current).strip())
-            current = []
-            continue
-        current.append(ch)
-    tail = "".join(current).strip()
-    if tail or parts:
-        parts.append(tail)
-    return parts
-
-
-_NONE_TYPES = {"none", "nonetype"}
-
-
-def _value_for_type(type_str: str, text: str, depth: int = 0) -> Any:
-    """A value of the Python type named by ``type_str`` (as DSPy prints it).
-
-    Strings become ``text``; unknown names (e.g. a pydantic model without a
-    schema note) also fall back to ``text``, which is the best guess available.
-    """
-    type_str = type_str.strip()
-    if depth > 8 or not type_str:
-        return text
-    # PEP 604 unions ("int | None"): use the first non-None member.
-    members = _split_top_level(type_str, "|")
-    if len(members) > 1:
-        non_none = [m for m in members if m.lower() not in _NONE_TYPES]
-        return _value_for_type(non_none[0], text, depth + 1) if non_none else None
-
-    match = re.fullmatch(r"([\w.]+)\[(.*)\]", type_str, re.S)
-    name, args = (match.group(1), _split_top_level(match.group(2), ",")) if match else (type_str, [])
-    base = name.rsplit(".", 1)[-1].lower()
-
-    if base == "optional" and args:
-        return _value_for_type(args[0], text, depth + 1)
-    if base == "union" and args:
-        non_none = [a for a in args if a.lower() not in _NONE_TYPES]
-        return _value_for_type(non_none[0], text, depth + 1) if non_none else None
-    if base == "literal" and args:
-        try:
-            return ast.literal_eval(args[0])
-        except (ValueError, SyntaxError):
-            return args[0].strip("'\"")
-    if base == "tuple" and args and not (len(args) == 2 and args[1] == "..."):
-        return [_value_for_type(a, f"{text} {i + 1}", depth + 1) for i, a in enumerate(args)]
-    if base in ("list", "sequence", "set", "frozenset", "tuple", "iterable"):
-        inner = args[0] if args else "str"
-        return [_value_for_type(inner, f"{text} {i}", depth + 1) for i in (1, 2)]
-    if base in ("dict", "mapping"):
-        if len(args) == 2 and args[0].strip().lower() == "str":
-            return {"key": _value_for_type(args[1], text, depth + 1)}
-        return {}
-    if base in ("str", "string"):
-        return text
-    if base == "bool":
-        return True
-    if base == "int":
-        return 3
-    if base == "float":
-        return 0.5
-    if base in _NONE_TYPES:
-        return None
-    return text
-
-
-def _value_for_schema(schema: Any, text: str, defs: dict, depth: int = 0) -> Any:
-    """A value valid against a (pydantic-style) JSON schema."""
-    if depth > 12 or not isinstance(schema, dict):
-        return text
-    if "$ref" in schema:
-        ref = str(schema["$ref"]).rsplit("/", 1)[-1]
-        return _value_for_schema(defs.get(ref, {}), text, defs, depth + 1)
-    if "const" in schema:
-        return schema["const"]
-    if schema.get("enum"):
-        return schema["enum"][0]
-    for key in ("anyOf", "oneOf", "allOf"):
-        options = schema.get(key)
-        if isinstance(options, list) and options:
-            non_null = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
-            return _value_for_schema((non_null or options)[0], text, defs, depth + 1)
-    typ = schema.get("type")
-    if isinstance(typ, list):
-        typ = next((t for t in typ if t != "null"), "null")
-    if typ is None:
-        typ = "object" if "properties" in schema else "string"
-    if typ == "string":
-        return text
-    if typ == "integer":
-        return 3
-    if typ == "number":
-        return 0.5
-    if typ == "boolean":
-        return True
-    if typ == "null":
-        return None
-    if typ == "array":
-        prefix = schema.get("prefixItems")
-        if isinstance(prefix, list) and prefix:
-            return [_value_for_schema(s, f"{text} {i + 1}", defs, depth + 1) for i, s in enumerate(prefix)]
-        # Two items, unless the schema bounds the length otherwise.
-        count = max(int(schema.get("minItems", 0)), min(2, int(schema.get("maxItems", 2))))
-        return [_value_for_schema(schema.get("items", {}), f"{text} {i + 1}", defs, depth + 1) for i in range(count)]
-    if typ == "object":
-        props = schema.get("properties")
-        if isinstance(props, dict) and props:
-            return {k: _value_for_schema(v, f"{text} {k}", defs, depth + 1) for k, v in props.items()}
-        extra = schema.get("additionalProperties")
-        if isinstance(extra, dict) and extra:
-            return {"key": _value_for_schema(extra, text, defs, depth + 1)}
-        return {}
-    return text
-
-
-_SCHEMA_NOTE = re.compile(r"\{(\w+)\}\s+# note: the value you produce must adhere to the JSON schema: (.*)$", re.M)
-
-
-def _parse_schema_notes(system: str) -> dict[str, dict]:
-    """Per-field JSON schemas DSPy writes as "# note: ... JSON schema: {...}".
-
-    ChatAdapter writes the schema raw; JSONAdapter writes it inside a JSON
-    string (escaped quotes, trailing ``",``), so both spellings are tried.
-    """
-    notes: dict[str, dict] = {}
-    for m in _SCHEMA_NOTE.finditer(system):
-        raw = m.group(2).strip()
-        candidates = [raw]
-        escaped = raw.rstrip(",").strip()
-        if escaped.endswith('"'):
-            escaped = escaped[:-1]
-        try:
-            candidates.append(json.loads(f'"{escaped}"'))
-        except ValueError:
-            pass
-        for candidate in candidates:
-            try:
-                schema = json.loads(candidate)
-            except ValueError:
-                continue
-            if isinstance(schema, dict):
-                notes[m.group(1)] = schema
-                break
-    return notes
-
-
 def _json_schema_from_body(body: dict) -> dict | None:
     """The structured-output schema a request asks for, if any.
 
@@ -317,14 +140,17 @@ def _wants_json(body: dict, system: str, last_user: str) -> bool:
 
 
 def default_responder(messages: list, body: dict) -> str:
-    """Deterministic reply that DSPy's adapters can parse.
+    """Deterministic reply that DSPy's adapters can parse, from the answer
+    synthesis the fake engine shares (:mod:`aidsafe.testing._answers`).
 
     * A structured-output schema in the request -> a JSON object valid against it.
     * A JSONAdapter prompt (or JSON mode) -> a JSON object with every output
-      field listed under "Your output fields are:", filled by type: ``str`` ->
-      short text derived from a hash of the input, ``list[...]`` -> 2 items,
-      ``bool`` -> true, ``int`` -> 3, ``float`` -> 0.5, ``Literal[...]`` -> the
-      first option, fields with a JSON-schema note -> a value valid against it.
+      field listed under "Your output fields are:", each a scripted value of
+      its type: ``str`` -> ``mock <field> <8 hex>``, ``list[...]`` -> 2 items,
+      and enums (``Literal[...]``, "Exactly one of: ..."), ``bool`` and
+      ``int`` (within the range its description gives, else 1-5) picked by a
+      hash of the conversation and the field's name, so they vary from record
+      to record; fields with a JSON-schema note -> a value valid against it.
     * A ChatAdapter prompt -> ``[[ ## field ## ]]`` sections and the
       ``[[ ## completed ## ]]`` marker.
     * Otherwise -> ``"Mock reply <hash>: <last user text>"``.
@@ -333,42 +159,30 @@ def default_responder(messages: list, body: dict) -> str:
                        if isinstance(m, dict) and m.get("role") in ("system", "developer"))
     users = [_text_of(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     last_user = users[-1] if users else ""
-    # Hash the conversation, not the whole body: DSPy varies sampling options
+    # The conversation, not the whole body: DSPy varies sampling options
     # (e.g. temperature per rollout) and the answer should depend on the input.
-    seed = _digest(json.dumps(messages, sort_keys=True, default=str))
-
-    def text_for(field: str) -> str:
-        return f"mock {field} {_digest(seed, field)[:8]}"
+    script = Script(conversation_seed(system, "\n".join(users)))
 
     schema = _json_schema_from_body(body)
     if schema is not None:
-        return json.dumps(_value_for_schema(schema, text_for("value"), schema.get("$defs") or schema.get("definitions") or {}))
+        return json.dumps(script.from_schema(schema, "value", schema.get("$defs") or schema.get("definitions") or {}))
 
-    fields = list(output_fields(system).items())
-    notes = _parse_schema_notes(system)
-
-    def value_for(name: str, type_str: str) -> Any:
-        if name in notes:
-            note = notes[name]
-            return _value_for_schema(note, text_for(name), note.get("$defs") or note.get("definitions") or {})
-        return _value_for_type(type_str, text_for(name))
+    docs = output_field_docs(system)
+    values = script.fields(docs, schema_notes(system))
 
     if _wants_json(body, system, last_user):
-        if not fields:
-            return json.dumps({"response": text_for("response")})
-        return json.dumps({name: value_for(name, type_str) for name, type_str in fields})
+        return json.dumps(values if docs else {"response": script.text("response")})
 
-    if fields and ("[[ ## completed ## ]]" in system or "[[ ## completed ## ]]" in last_user):
+    if docs and ("[[ ## completed ## ]]" in system or "[[ ## completed ## ]]" in last_user):
         sections = []
-        for name, type_str in fields:
-            value = value_for(name, type_str)
+        for name, value in values.items():
             # ChatAdapter reads strings verbatim and everything else as JSON.
             rendered = value if isinstance(value, str) else json.dumps(value)
             sections.append(f"[[ ## {name} ## ]]\n{rendered}")
         sections.append("[[ ## completed ## ]]")
         return "\n\n".join(sections)
 
-    return f"Mock reply {seed[:8]}: {last_user[:200]}".rstrip()
+    return f"Mock reply {script.seed[:8]}: {last_user[:200]}".rstrip()
 
 
 # --------------------------------------------------------------------------
@@ -757,7 +571,7 @@ class MockOpenAIServer:
 
 def main(argv: list[str] | None = None) -> None:
     """Run a mock server on 127.0.0.1 until Ctrl-C."""
-    parser = argparse.ArgumentParser(prog="python -m engine.testing.mock_server",
+    parser = argparse.ArgumentParser(prog="python -m aidsafe.testing.mock_server",
                                      description="OpenAI-compatible mock LLM server (127.0.0.1 only).")
     parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0 = any free port)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per completion")

@@ -62,7 +62,9 @@ def test_two_endpoints_serving_the_same_model_name_do_not_share_entries(tmp_path
             path.write_text(text.replace("URL", server.url))
             aidsafe.run(path, ROOT / "tests" / "data" / "xstest_sample.csv", tmp_path / f"{name}.jsonl",
                        aidsafe.RunOptions(cache_dir=tmp_path / "c", progress=False, limit=1))
-        assert one.calls == 5 and two.calls == 5
+        # the same answers from both (scripted by the request), each endpoint's calls its own
+        assert one.calls == two.calls >= 5
+        assert read_jsonl(tmp_path / "two.jsonl")[0]["provenance"]["calls"] == two.calls
 
 
 def test_corrupt_entries_are_dropped_and_recomputed(fake, recipe_file, prompts, tmp_path):

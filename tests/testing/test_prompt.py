@@ -54,6 +54,19 @@ def test_nested_parentheses_in_types_and_no_list():
 
 
 def test_the_doubles_use_it():
-    from aidsafe.testing import fake, mock_server
+    from aidsafe.testing import _answers, fake, mock_server
+    from aidsafe.testing._prompt import output_field_docs
 
-    assert fake.output_fields is output_fields and mock_server.output_fields is output_fields
+    assert fake.output_fields is output_fields
+    assert mock_server.output_field_docs is output_field_docs and _answers.output_field_docs is output_field_docs
+
+
+def test_descriptions_are_read_with_the_types():
+    from aidsafe.testing._prompt import output_field_docs
+
+    system = ("Your output fields are:\n1. `reason` (str): One or two sentences.\n"
+              "2. `score` (int): A single integer from 1 (fails) to 5 (passes).\n3. `flag` (bool)\n"
+              "All interactions will be structured")
+    assert output_field_docs(system) == {"reason": ("str", "One or two sentences."),
+                                         "score": ("int", "A single integer from 1 (fails) to 5 (passes)."),
+                                         "flag": ("bool", "")}

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from aidsafe._util.errors import UserError
 from aidsafe.cli._main import main
-from aidsafe.runtime._records import count_inputs, input_source, read_inputs
+from aidsafe.runtime._records import InputSource, count_inputs, input_source, read_inputs
 
 from ..conftest import MINI, read_jsonl
 
@@ -125,9 +125,11 @@ def test_hf_input_without_the_export_extra(tmp_path, monkeypatch):
 def test_input_source_keeps_colons_of_existing_paths(tmp_path):
     odd = tmp_path / "a:b"
     odd.mkdir()
-    assert input_source(f"hf:{odd}").split is None
-    assert input_source(f"hf:{tmp_path}/ds:test") == input_source(f"hf:{tmp_path}/ds:test")
-    assert input_source(f"hf:{tmp_path}/ds:test").split == "test"
+    assert input_source(f"hf:{odd}") == InputSource("hf", str(odd), None)  # the colon is the folder's
+    assert input_source(f"hf:{odd}:train") == InputSource("hf", str(odd), "train")
+    assert input_source(f"hf:{tmp_path}/ds:test") == InputSource("hf", f"{tmp_path}/ds", "test")
+    with pytest.raises(UserError, match=r"expected hf:PATH_OR_NAME\[:split\]"):
+        input_source(f"hf:{tmp_path}/ds:")
 
 
 @pytest.mark.parametrize("name, write", [("in.parquet", write_parquet), ("in.json", write_json_array),

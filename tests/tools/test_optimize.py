@@ -352,6 +352,7 @@ def test_compare_shares_stages_and_prints_scores_side_by_side(fake, recipe_file,
         (POLICY_COT, lambda call: {"reason": "Thin.", "score": "3"} if "A second" not in call.user else SCORE_5),
         ("THINKER", {"thoughts": ["Only the safe thought.", "A second, careful thought."], "response": "Sure."}),
         ("REFINER2", {"refined_thoughts": ["Only the safe thought."]}),
+        ("CRITIC_", {"agree": True}),  # the critics keep the thinker's thoughts
     ]
     base = recipe_file(MINI)
     variant = recipe_file(NEW_REFINER, name="variant.yaml")
@@ -376,7 +377,7 @@ def test_compare_shares_stages_and_prints_scores_side_by_side(fake, recipe_file,
 
 
 def test_compare_takes_more_than_two_variants(fake, recipe_file, prompts, tmp_path):
-    fake.rules = [(POLICY_COT, SCORE_5), (RELEVANCE, SCORE_5)]
+    fake.rules = [(POLICY_COT, SCORE_5), (RELEVANCE, SCORE_5), ("CRITIC_", {"agree": True})]
     base = recipe_file(MINI)
     one = recipe_file(ONE_ROUND, name="one.yaml")
     # A budget the base never reaches: deliberation reruns (its spec changed)
