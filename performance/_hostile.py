@@ -15,18 +15,17 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p))
 
-from overhead_bench import write_inputs, write_recipe  # noqa: E402
+from _common import write_inputs, write_recipe  # noqa: E402
 
 from aidsafe.models.local._serve import ServeFront  # noqa: E402
 from aidsafe.testing.mock_server import MockOpenAIServer, default_responder  # noqa: E402
+from aidsafe.testing.trickle import trickle_server  # noqa: E402
 
 
 @dataclass
@@ -102,47 +101,11 @@ def echoed_key(s: Scenario, rows: list[dict], tmp: Path) -> None:
         s.notes.append(f"key in {', '.join(leaks)}")
 
 
-@contextmanager
-def trickle_server(every: float = 0.05, total: int = 2000):
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    stop = threading.Event()
-
-    def serve(conn):
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
-            for _ in range(total):
-                if stop.wait(every):
-                    return
-                try:
-                    conn.sendall(b" ")
-                except OSError:
-                    return
-
-    def accept():
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
-    finally:
-        stop.set()
-        listener.close()
-
-
 def trickle(s: Scenario, rows: list[dict], tmp: Path) -> None:
     folder = Path(tempfile.mkdtemp(dir=tmp))
     inputs, out = folder / "in.jsonl", folder / "out.jsonl"
     write_inputs(inputs, rows[:2])
-    with trickle_server() as url:
+    with trickle_server(total=2000) as (url, _):
         done = _run(folder, _recipe(folder, url, timeout=1, num_retries=0), inputs, out)
     records = _judge(s, rows[:2], out, done)
     if not all(r["status"] == "failed" and "within its timeout of 1s" in r["error"]["message"] for r in records):

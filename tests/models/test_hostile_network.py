@@ -7,54 +7,12 @@ server's Retry-After is capped (RETRY_AFTER_CAP)."""
 from __future__ import annotations
 
 import socket
-import threading
-from contextlib import contextmanager
 
 import pytest
 
 from aidsafe.config._specs import ModelSpec
 from aidsafe.models._engine import RETRY_AFTER_CAP, CallTimeout, RemoteEngine
-
-
-@contextmanager
-def trickle_server(total: int = 400, every: float = 0.05):
-    """Answers 200 with a long Content-Length, then one body byte per
-    ``every`` seconds (``total`` bytes, then it hangs up). ``sent`` counts the
-    bytes so far: the bound is asserted on the work, not the clock."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    state = {"sent": 0}
-    stop = threading.Event()
-
-    def serve(conn):
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
-            for _ in range(total):
-                if stop.wait(every):
-                    return
-                try:
-                    conn.sendall(b" ")
-                except OSError:
-                    return
-                state["sent"] += 1
-
-    def accept():
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1", state
-    finally:
-        stop.set()
-        listener.close()
+from aidsafe.testing.trickle import trickle_server
 
 
 def test_a_trickling_server_cannot_hold_a_call_past_its_timeout():
