@@ -313,7 +313,7 @@ class LlamaCppEngine:
         }
 
     def _draft_identity(self) -> dict | None:
-        return None if self.draft is None else {"model": self.draft.name, "sha256": self.draft.sha256}
+        return None if self.draft is None else {"name": self.draft.name, "sha256": self.draft.sha256}
 
     def runtime(self) -> dict[str, Any] | None:
         """How the loaded model runs (threads, poll, and what ``auto`` saw),
