@@ -150,8 +150,8 @@ def speculative_problems(value: Any, model: str | None = None) -> list[tuple[tup
             problems.append(((key,), f"unknown key {key!r}; `speculative` takes `ngram` (prompt lookup) or "
                                      f"`draft` (a smaller model); {_EXAMPLE}"))
     if "ngram" in value and "draft" in value:
-        problems.append(((), "give `ngram` or `draft`, not both (llama.cpp's server then uses only the draft "
-                             "model); `ngram` suits roles that copy their input, `draft` a larger model"))
+        problems.append(((), "give `ngram` or `draft`, not both (one way of guessing per model; "
+                             "`ngram` suits roles that copy their input, `draft` a larger model)"))
     ngram = value.get("ngram")
     if "ngram" in value and not isinstance(ngram, bool):
         if not isinstance(ngram, dict):
