@@ -36,6 +36,7 @@ Records per hour of the whole recipe with a setting: ``prefix_bench.py
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -156,7 +157,9 @@ def make_engine(model_ref: str, value: dict | None, threads):
     model = resolve_local(model_ref.removeprefix("local:"), weights_dir())
     spec = parse_speculative(value, model_ref)
     draft = resolve_local(spec.draft, weights_dir()) if spec is not None and spec.draft else None
-    return LlamaCppEngine(model, n_threads=threads, n_ctx=4096, prompt_cache_mib=0, speculative=spec, draft=draft)
+    # The prompt cache as a run has it: a role's instructions and policies are
+    # read once, so the replay's time goes to generation.
+    return LlamaCppEngine(model, n_threads=threads, n_ctx=4096, speculative=spec, draft=draft)
 
 
 def replay(setting: Setting, index: int, request, rep: int) -> None:
@@ -183,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capture-model", default="local:default", help="the model the recipe runs on to capture calls")
     parser.add_argument("--records", type=int, default=2, help="XSTest prompts run to capture calls (default 2)")
     parser.add_argument("--calls", help="JSON file of captured calls: read if it exists, else written")
-    parser.add_argument("--max-calls", type=int, default=8, help="replay at most this many calls (default 8)")
-    parser.add_argument("--settings", default="off,ngram:4/16,ngram:3/8,ngram:12/48",
+    parser.add_argument("--max-calls", type=int, default=4, help="replay at most this many calls, roles in turn (default 4)")
+    parser.add_argument("--settings", default="off,ngram:4/16,ngram:12/48",
                         help="comma-separated: off, ngram:SIZE/MAX, ngram:MODE:SIZE/MAX, draft:MODEL[/MAX[/P_MIN]]")
     parser.add_argument("--reps", type=int, default=1, help="replays of every call per setting (default 1)")
     parser.add_argument("--threads", default="auto", help="threads for every engine (default auto)")
@@ -203,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         calls = capture(args)
         if path is not None:
             path.write_text(json.dumps(calls), encoding="utf-8")
-    calls = calls[: args.max_calls]
+    # Roles in turn (refiner, reviser, refiner, ...), so a short replay has both.
+    by_role = {role: [c for c in calls if c["role"] == role] for role in sorted(set(c["role"] for c in calls))}
+    mixed = [c for group in itertools.zip_longest(*by_role.values()) for c in group if c is not None]
+    calls = mixed[: args.max_calls]
     if not calls:
         print("no refiner or reviser call was captured; nothing to measure")
         return 0
@@ -251,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {role:<8} gen tok/s: " + ", ".join(parts))
     print()
     differs = [s.label for s in settings.values() if any(s.texts[i] != base.texts[i] for i in base.texts)]
+    for s in settings.values():
+        for i in base.texts:
+            a, b = base.texts[i], s.texts[i]
+            if a != b:
+                at = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
+                print(f"  {s.label}: call {i + 1} ({calls[i]['role']}) differs from off at character {at}: "
+                      f"off {a[max(0, at - 40):at + 40]!r} / {b[max(0, at - 40):at + 40]!r}")
     print(verdict(not differs, "greedy output byte-identical with speculation" +
                   (f" (differs: {', '.join(differs)})" if differs else "")))
     if best is not None:
