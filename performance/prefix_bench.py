@@ -14,7 +14,12 @@ record, calls per record, seconds per record, records/hour and peak RSS.
 Targets: evaluated prompt tokens per record new <= 20% of old; records/hour
 new >= 3x old; the same number of calls per record.
 
-    python performance/prefix_bench.py [--records 6] [--model local:default] [--threads 2]
+    python performance/prefix_bench.py [--records 6] [--model local:default] [--threads 2|auto]
+        [--speculative '{draft: qwen-0.5b}'] [--side both|new]
+
+``--speculative`` gives both models of both sides that ``speculative:``
+value (issue 28: ``local:qwen-1.5b`` with its 0.5B draft); ``--side new``
+runs only the stable-first side (records/hour of one setting, no targets).
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ VARIANT = """extends: aidsafe.yaml
 name: prefix-bench-{side}
 prompt_layout: {layout}
 models:
-  default: {{model: "{model}", temperature: 0.0, max_tokens: 384, threads: {threads}, prompt_cache_mib: {cache}}}
-  judge: {{model: "{model}", temperature: 0.0, max_tokens: 256, threads: {threads}, prompt_cache_mib: {cache}}}
+  default: {{model: "{model}", temperature: 0.0, max_tokens: 384, threads: {threads}, prompt_cache_mib: {cache}{extra}}}
+  judge: {{model: "{model}", temperature: 0.0, max_tokens: 256, threads: {threads}, prompt_cache_mib: {cache}{extra}}}
 stages:
   deliberation:
     stop: {{max_rounds: 2, max_turns: 4, max_tokens: 1000000, agreement: {{rule: consecutive, k: 99}}}}
@@ -73,8 +78,9 @@ def sample_prompts(n: int, seed: int = 12) -> list[dict]:
 def run_side(side: str, layout: str, cache_mib: int, args, folder: Path, inputs: Path) -> dict:
     """One layout in its own process (peak RSS is that process's)."""
     recipe = folder / f"{side}.yaml"
+    extra = f", speculative: {args.speculative}" if args.speculative else ""
     recipe.write_text(VARIANT.format(side=side, layout=layout, model=args.model, threads=args.threads,
-                                     cache=cache_mib), encoding="utf-8")
+                                     cache=cache_mib, extra=extra), encoding="utf-8")
     proc = subprocess.run([sys.executable, "-c", CHILD, str(recipe), str(inputs), str(folder / f"{side}.jsonl"),
                            str(folder / f"cache-{side}")], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -86,15 +92,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=6)
     parser.add_argument("--model", default="local:default")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", default="2", help="a number or auto (default 2, the old setting)")
+    parser.add_argument("--speculative", help="a speculative: value for every model, e.g. '{draft: qwen-0.5b}'")
+    parser.add_argument("--side", choices=("both", "new"), default="both")
     args = parser.parse_args()
     print(machine_line())
     with tempfile.TemporaryDirectory(prefix="prefix-bench-") as tmp:
         folder = Path(tmp)
         inputs = folder / "in.jsonl"
         inputs.write_text("".join(json.dumps(r) + "\n" for r in sample_prompts(args.records)), encoding="utf-8")
-        sides = {"old (query_first, no prompt cache)": run_side("old", "query_first", 0, args, folder, inputs),
-                 "new (stable_first, prompt cache)": run_side("new", "stable_first", 512, args, folder, inputs)}
+        sides = {} if args.side == "new" else {
+            "old (query_first, no prompt cache)": run_side("old", "query_first", 0, args, folder, inputs)}
+        sides["new (stable_first, prompt cache)"] = run_side("new", "stable_first", 512, args, folder, inputs)
     print(f"{'side':<38} {'sent/rec':>9} {'evaluated/rec':>14} {'calls/rec':>10} {'s/rec':>7} {'rec/hour':>9} "
           f"{'peak RSS MB':>12}  statuses")
     per = {}
@@ -116,6 +125,9 @@ def main() -> int:
         print(f"after the first record (every role's prefix read once): evaluated new/old = {en / eo:.2f}, "
               f"seconds per record new/old = {sn / so:.2f} ({so / sn:.2f}x the records/hour); not the target, "
               f"which counts every record")
+    if len(per) < 2:
+        print(machine_line())
+        return 0
     old, new = per["old (query_first, no prompt cache)"], per["new (stable_first, prompt cache)"]
     ratio_eval = new["eval"] / old["eval"]
     ratio_rph = new["rph"] / old["rph"]

@@ -210,6 +210,10 @@ def _semantic_problems(data: dict, located: Located) -> list[tuple[PathKey, str]
                                     f"{suggest(model, list(models))}; declare it under `models:` "
                                     f"or set `model:` to one of {', '.join(models)}"))
 
+    from aidsafe.models.local._speculative import models_problems
+
+    problems += models_problems(models)
+
     seen_ids: dict[str, int] = {}
     from aidsafe.pipeline._contract import RECORD_FIELDS
 

@@ -56,6 +56,8 @@ class ModelSpec:
     context: int | None = None
     repeat_penalty: float | None = None
     prompt_cache_mib: int | None = None
+    # local models: ``{ngram: ...}`` or ``{draft: ...}`` as written (aidsafe.models.local._speculative)
+    speculative: dict | None = None
 
     @classmethod
     def from_dict(cls, name: str, data: dict) -> "ModelSpec":
@@ -64,7 +66,8 @@ class ModelSpec:
                    params=params, concurrency=data.get("concurrency"), rpm=data.get("rpm"), tpm=data.get("tpm"),
                    num_retries=data.get("num_retries"),
                    timeout=data.get("timeout"), threads=data.get("threads"), poll=data.get("poll"), context=data.get("context"),
-                   repeat_penalty=data.get("repeat_penalty"), prompt_cache_mib=data.get("prompt_cache_mib"))
+                   repeat_penalty=data.get("repeat_penalty"), prompt_cache_mib=data.get("prompt_cache_mib"),
+                   speculative=data.get("speculative"))
 
 
 @dataclass(frozen=True)

@@ -150,8 +150,10 @@ def _load_chain(path: Path, display: str, seen: list[str]) -> tuple[dict, dict, 
 
 def _problems(data: dict, located: Located) -> list[tuple[tuple, str]]:
     """Checks the schema cannot express, as (json path, message)."""
-    problems = []
+    from aidsafe.models.local._speculative import models_problems
+
     models = data.get("models", {})
+    problems = models_problems(models)
     for name, judge in data.get("judges", {}).items():
         base = ("judges", name)
         kind = judge["kind"]

@@ -564,6 +564,7 @@ def _local_engine(spec: ModelSpec):
     from aidsafe._util.paths import weights_dir
     from aidsafe.models.local import LlamaCppEngine, resolve_local
     from aidsafe.models.local._engine import PROMPT_CACHE_MIB
+    from aidsafe.models.local._speculative import parse_speculative
     from aidsafe.models.local._threads import AUTO, DEFAULT_POLL
 
     ref = spec.model.split(":", 1)[1]
@@ -573,13 +574,20 @@ def _local_engine(spec: ModelSpec):
     cache_mib = PROMPT_CACHE_MIB if spec.prompt_cache_mib is None else spec.prompt_cache_mib
     threads = AUTO if spec.threads is None else spec.threads
     poll = DEFAULT_POLL if spec.poll is None else spec.poll
-    key = (str(model.path), spec.context or 4096, threads, poll, spec.repeat_penalty or 1.1, cache_mib)
+    try:
+        speculative = parse_speculative(spec.speculative, spec.model)
+    except ModelError as exc:
+        raise ModelError(f"model {spec.name!r}: {exc}") from None
+    draft = resolve_local(speculative.draft, weights_dir()) if speculative is not None and speculative.draft else None
+    key = (str(model.path), spec.context or 4096, threads, poll, spec.repeat_penalty or 1.1, cache_mib,
+           speculative, None if draft is None else str(draft.path))
     with _LOCAL_LOCK:
         # One loaded copy per process, shared by every role that names it; its
         # prompt cache keeps each role's stable prefix warm.
         if key not in _LOCAL_ENGINES:
             _LOCAL_ENGINES[key] = LlamaCppEngine(model, n_threads=threads, poll=poll, n_ctx=spec.context or 4096,
-                                                 repeat_penalty=spec.repeat_penalty or 1.1, prompt_cache_mib=cache_mib)
+                                                 repeat_penalty=spec.repeat_penalty or 1.1, prompt_cache_mib=cache_mib,
+                                                 speculative=speculative, draft=draft)
         return _LOCAL_ENGINES[key]
 
 

@@ -68,14 +68,20 @@ def spec_identity(spec: ModelSpec) -> dict:
     It holds what the real backends put in theirs: the model string and
     endpoint for remote models (like ``RemoteEngine.identity``), the model
     reference and the decoding settings that change answers for local ones
-    (context size, repeat penalty). Operational settings (concurrency, rate
+    (context size, repeat penalty, speculative decoding). Operational settings (concurrency, rate
     limits, retries, timeouts, threads, the API-key variable) are left out,
     as they are in real keys. Sampling parameters are keyed separately.
     """
     if spec.model.startswith("local:"):
-        return {"backend": "llama.cpp", "model": spec.model.split(":", 1)[1],
-                "n_ctx": spec.context or _LOCAL_N_CTX,
-                "repeat_penalty": spec.repeat_penalty or _LOCAL_REPEAT_PENALTY}
+        from aidsafe.models.local._speculative import parse_speculative
+
+        identity = {"backend": "llama.cpp", "model": spec.model.split(":", 1)[1],
+                    "n_ctx": spec.context or _LOCAL_N_CTX,
+                    "repeat_penalty": spec.repeat_penalty or _LOCAL_REPEAT_PENALTY}
+        speculative = parse_speculative(spec.speculative, spec.model)
+        if speculative is not None:  # the draft model by reference (its file is not read here)
+            identity["speculative"] = speculative.to_dict()
+        return identity
     if spec.model.startswith("fake:"):
         return {"backend": "fake", "model": spec.model}
     if is_mock(spec.model):

