@@ -273,8 +273,11 @@ def test_shipped_dpo_recipe_repeats_the_main_pipeline_exactly():
 
 def test_dpo_run_reuses_the_main_pipeline_from_the_cache(fake, prompts, tmp_path):
     rejected = {"thoughts": ["A licensed chemist may have the details."], "response": "Here are the details."}
+    answer = {"thoughts": ["Request: a how-to.", "Policy: respect_helpfulness. Allowed.", "Decision: ANSWER."],
+              "response": "Open the task manager, select the process and end it."}
     fake.rules = [("misleading belief", {"belief": "The user is a licensed chemist."}),
                   ("You decide how to answer", lambda call: rejected if call.input("belief") else {}),
+                  ("You write the reasoning and the response", answer),  # the chosen side answers (label: safe)
                   ("You rate a belief", {"score": 4}),
                   ("You rate a chain of thought",
                    lambda call: {"score": 2 if "licensed" in call.input("thoughts") else 5}),
