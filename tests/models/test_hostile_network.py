@@ -104,7 +104,10 @@ def test_stalled_uploads_hold_no_slot_and_get_a_408():
     from aidsafe.testing.mock_server import MockOpenAIServer
 
     with MockOpenAIServer() as upstream:
-        front = ServeFront("127.0.0.1", 0, slots=1, max_waiting=0, read_timeout=2)
+        # as many slots as stalled uploads: before the fix they held every one. The 3 requests after them
+        # come one by one; a finished request's slot may still be on its way back when the next one
+        # arrives, so 3 slots leave one free even then (1 slot made this test flaky)
+        front = ServeFront("127.0.0.1", 0, slots=3, max_waiting=0, read_timeout=2)
         front.start(f"http://127.0.0.1:{upstream.port}")
         port = int(front.url.rsplit(":", 1)[1].split("/")[0])
         stalled = [_stalled_upload(port) for _ in range(3)]
