@@ -39,6 +39,11 @@ def verdict(ok: bool) -> str:
     return "MET" if ok else "MISSED"
 
 
+def target_line(ok: bool, text: str) -> str:
+    """One indented target line: ``  [   met] text`` or ``  [MISSED] text``."""
+    return f"  [{'   met' if ok else 'MISSED'}] {text}"
+
+
 def load_prompts(n: int, source: Path | None) -> list[dict]:
     """``n`` input rows: XSTest prompts first, then numbered variants of them
     (every prompt stays distinct)."""

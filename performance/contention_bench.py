@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine_line  # noqa: E402
+from _common import machine_line, target_line  # noqa: E402
 from dspy.lm15 import Config, Message, Request  # noqa: E402
 
 from aidsafe._util.paths import weights_dir  # noqa: E402
@@ -136,10 +136,6 @@ def condition(model, busy: int, args) -> dict[str, Side]:
     return sides
 
 
-def verdict(ok: bool, text: str) -> str:
-    return f"  [{'   met' if ok else 'MISSED'}] {text}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -181,15 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if 2 in results:
         old, new = results[2]["old"].median, results[2]["new"].median
-        print(verdict(old > 0 and new >= 3 * old, f"2 busy: new >= 3x old: {new:.1f} / {old:.1f} = "
+        print(target_line(old > 0 and new >= 3 * old, f"2 busy: new >= 3x old: {new:.1f} / {old:.1f} = "
                       f"{new / old if old else float('inf'):.2f}x"))
     if 1 in results and 0 in results:
         quiet, busy1 = results[0]["new"].median, results[1]["new"].median
-        print(verdict(quiet > 0 and busy1 >= 0.6 * quiet, f"1 busy: new keeps >= 0.6x of its quiet speed: "
+        print(target_line(quiet > 0 and busy1 >= 0.6 * quiet, f"1 busy: new keeps >= 0.6x of its quiet speed: "
                       f"{busy1:.1f} / {quiet:.1f} = {busy1 / quiet if quiet else 0:.2f}x"))
     if 0 in results:
         old, new = results[0]["old"].median, results[0]["new"].median
-        print(verdict(old > 0 and new >= 0.95 * old, f"quiet: new >= 0.95x old: {new:.1f} / {old:.1f} = "
+        print(target_line(old > 0 and new >= 0.95 * old, f"quiet: new >= 0.95x old: {new:.1f} / {old:.1f} = "
                       f"{new / old if old else float('inf'):.2f}x"))
     print(machine_line(), f"({load_text()})", flush=True)
     return 0

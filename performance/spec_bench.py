@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine_line  # noqa: E402
+from _common import machine_line, target_line  # noqa: E402
 from prefix_bench import sample_prompts  # noqa: E402
 
 ROLES = {"refined_thoughts": "refiner", "revised_thoughts": "reviser"}
@@ -175,10 +175,6 @@ def replay(setting: Setting, index: int, request, rep: int) -> None:
         setting.texts[index] = response.text
 
 
-def verdict(ok: bool, text: str) -> str:
-    return f"  [{'   met' if ok else 'MISSED'}] {text}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -264,10 +260,10 @@ def main(argv: list[str] | None = None) -> int:
                 at = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
                 print(f"  {s.label}: call {i + 1} ({calls[i]['role']}) differs from off at character {at}: "
                       f"off {a[max(0, at - 40):at + 40]!r} / {b[max(0, at - 40):at + 40]!r}")
-    print(verdict(not differs, "greedy output byte-identical with speculation" +
+    print(target_line(not differs, "greedy output byte-identical with speculation" +
                   (f" (differs: {', '.join(differs)})" if differs else "")))
     if best is not None:
-        print(verdict(best[1] >= 1.5, f"n-gram speculation >= 1.5x on refiner and reviser calls: best {best[0]} "
+        print(target_line(best[1] >= 1.5, f"n-gram speculation >= 1.5x on refiner and reviser calls: best {best[0]} "
                                       f"{best[1]:.2f}x"))
     print(machine_line(), flush=True)
     return 0
