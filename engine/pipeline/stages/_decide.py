@@ -140,8 +140,9 @@ def vote(neighbours) -> tuple[str, str]:
     answer, decline = counts.get("answer", 0), counts.get("decline", 0)
     decision = "answer" if answer > decline else "decline"
     nearest = neighbours[0] if neighbours else None
-    tally = f"{max(answer, decline) if answer != decline else answer} of {len(neighbours)} nearest precedents: " \
-            f"{decision}" + (" (a tie declines)" if answer == decline else "")
+    votes = answer if decision == "answer" else decline
+    tally = f"{votes} of {len(neighbours)} nearest precedents: {decision}" + \
+        (" (a tie declines)" if answer == decline else "")
     if nearest is not None:
         tally += f"; nearest ({nearest.score:.3f}, {nearest.row.get('decision')}): {nearest.row['query'][:120]!r}"
     return decision, tally
